@@ -1,0 +1,265 @@
+"""Status events: one LISTEN connection per process, fanned out in memory.
+
+The migrations' trigger publishes every status change on one channel. The
+hub keeps a dedicated asyncpg connection (not a pooled one: LISTEN belongs
+to a session) and hands each event to the streams watching that job and
+to process-wide listeners such as the worker. Notifications sent while the
+connection is down are lost, so after a reconnect every stream is told to
+reload its state and every listener is told to sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from .service import Job
+from .status import JobStatus
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "notify_job_events"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    job_id: uuid.UUID
+    owner_id: int
+    status: JobStatus
+    version: int
+    error_message: str | None
+    attempts: int
+    max_attempts: int
+    run_at: str | None
+    worker_id: uuid.UUID | None
+
+    @classmethod
+    def from_notification(cls, payload: str) -> StatusEvent:
+        data = json.loads(payload)
+        worker = data.get("worker_id")
+        return cls(
+            job_id=uuid.UUID(data["id"]),
+            owner_id=int(data["owner_id"]),
+            status=JobStatus.parse(data["status"]),
+            version=int(data["version"]),
+            error_message=data.get("error_message"),
+            attempts=int(data.get("attempts", 0)),
+            max_attempts=int(data.get("max_attempts", 1)),
+            run_at=data.get("run_at"),
+            worker_id=uuid.UUID(worker) if worker else None,
+        )
+
+    @classmethod
+    def from_job(cls, job: Job) -> StatusEvent:
+        return cls(
+            job_id=job.id,
+            owner_id=job.owner_id,
+            status=job.status,
+            version=job.version,
+            error_message=job.error_message,
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            run_at=job.run_at.isoformat(),
+            worker_id=job.worker_id,
+        )
+
+    def to_data(self) -> dict[str, Any]:
+        """What a stream sends as the event's `data:` (serialised by json)."""
+        return {
+            "id": str(self.job_id),
+            "status": self.status.value,
+            "error_message": self.error_message,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "next_run_at": self.run_at if self.status is JobStatus.PENDING else None,
+            "version": self.version,
+        }
+
+
+class Resync:
+    """Queued instead of events a subscriber missed: reload from the table."""
+
+
+RESYNC = Resync()
+
+
+class Subscription:
+    """One stream's bounded view of one job's events."""
+
+    def __init__(self, hub: EventHub, job_id: uuid.UUID, size: int) -> None:
+        self.job_id = job_id
+        self._hub = hub
+        self._queue: asyncio.Queue[StatusEvent | Resync] = asyncio.Queue(size)
+
+    def push(self, item: StatusEvent | Resync) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            # A slow reader does not make the hub buffer without bound: drop
+            # what it has not read and tell it to reload the current state.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(RESYNC)
+
+    async def get(self) -> StatusEvent | Resync:
+        return await self._queue.get()
+
+    def close(self) -> None:
+        self._hub.unsubscribe(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+Listener = Callable[[StatusEvent], None]
+ReconnectListener = Callable[[], None]
+
+
+class EventHub:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        queue_size: int = 16,
+        health_check_secs: float = 10.0,
+        max_backoff_secs: float = 5.0,
+    ) -> None:
+        self._dsn = dsn
+        self._queue_size = queue_size
+        self._health_check_secs = health_check_secs
+        self._max_backoff_secs = max_backoff_secs
+        self._subscriptions: dict[uuid.UUID, set[Subscription]] = {}
+        self._listeners: list[Listener] = []
+        self._reconnect_listeners: list[ReconnectListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._connections = 0
+
+    # What the rest of the process uses.
+
+    def subscribe(self, job_id: uuid.UUID) -> Subscription:
+        subscription = Subscription(self, job_id, self._queue_size)
+        self._subscriptions.setdefault(job_id, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        watchers = self._subscriptions.get(subscription.job_id)
+        if watchers is None:
+            return
+        watchers.discard(subscription)
+        if not watchers:
+            del self._subscriptions[subscription.job_id]
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def add_reconnect_listener(self, listener: ReconnectListener) -> None:
+        self._reconnect_listeners.append(listener)
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(watchers) for watchers in self._subscriptions.values())
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def connection_count(self) -> int:
+        """How many times the listening connection was (re)established."""
+        return self._connections
+
+    # Lifecycle.
+
+    async def start(self, *, wait_secs: float = 10.0) -> None:
+        self._task = asyncio.create_task(self._run(), name="notify-event-listener")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_secs):
+                await self._connected.wait()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # The listening connection.
+
+    def _dispatch(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            event = StatusEvent.from_notification(payload)
+        except (ValueError, KeyError):
+            logger.warning(
+                "unreadable status event",
+                extra={"action": "event_unreadable", "payload": payload[:200]},
+            )
+            return
+        for subscription in tuple(self._subscriptions.get(event.job_id, ())):
+            subscription.push(event)
+        for listener in self._listeners:
+            listener(event)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                connection = await asyncpg.connect(self._dsn, timeout=10)
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                logger.warning(
+                    "event listener cannot connect, retrying",
+                    extra={"action": "listener_connect_failed", "error": str(exc)},
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_secs)
+                continue
+            try:
+                await self._listen(connection)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                logger.warning(
+                    "event listener lost its connection",
+                    extra={"action": "listener_disconnected", "error": str(exc)},
+                )
+            finally:
+                self._connected.clear()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(connection.close(), 2)
+            backoff = 0.1
+
+    async def _listen(self, connection: asyncpg.Connection) -> None:
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _conn: lost.set())
+        await connection.add_listener(CHANNEL, self._dispatch)
+        self._connections += 1
+        self._connected.set()
+        logger.info(
+            "listening for status events",
+            extra={"action": "listener_connected", "connections": self._connections},
+        )
+        if self._connections > 1:
+            self._resync_everyone()
+        while not lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), self._health_check_secs)
+                break
+            # A half-open TCP connection raises nothing until it is used.
+            await connection.fetchval("SELECT 1", timeout=5)
+        raise OSError("listening connection closed")
+
+    def _resync_everyone(self) -> None:
+        for watchers in tuple(self._subscriptions.values()):
+            for subscription in tuple(watchers):
+                subscription.push(RESYNC)
+        for listener in self._reconnect_listeners:
+            listener()

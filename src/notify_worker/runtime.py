@@ -1,0 +1,101 @@
+"""The parts a process runs, started and stopped in order.
+
+A web process, a worker process and a host application all hold one
+Runtime: the engine, the event hub, the HTTP client for deliveries and,
+unless it is a web process alone, a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import database
+from .config import Settings, load_settings
+from .delivery import Deliverer
+from .events import EventHub
+from .worker import Worker
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(
+        self, settings: Settings | None = None, *, run_worker: bool = True
+    ) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        self.run_worker = run_worker
+        self.engine: AsyncEngine | None = None
+        self.hub: EventHub | None = None
+        self.deliverer: Deliverer | None = None
+        self.worker: Worker | None = None
+        self.secret_key = ""
+
+    async def start(self) -> None:
+        settings = self.settings
+        url = database.database_url(settings)
+        self.engine = database.create_engine(
+            url, pool_size=max(5, min(settings.max_concurrent, 20))
+        )
+        await database.check_schema(self.engine)
+        self.secret_key = settings.secret_key or _stored_secret(settings.data_dir)
+        self.hub = EventHub(database.asyncpg_dsn(url))
+        await self.hub.start()
+        if self.run_worker:
+            self.deliverer = Deliverer(
+                timeout_secs=settings.timeout_secs,
+                allowed_networks=settings.allowed_networks,
+                excerpt_bytes=settings.response_excerpt_bytes,
+                max_connections=settings.max_concurrent * 2,
+            )
+            await self.deliverer.start()
+            self.worker = Worker(self.engine, self.hub, self.deliverer, settings)
+            await self.worker.start()
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.deliverer is not None:
+            await self.deliverer.close()
+        if self.hub is not None:
+            await self.hub.close()
+        if self.engine is not None:
+            await self.engine.dispose()
+
+    def wake(self, job_id: Any = None) -> None:
+        """Tell this process's worker, if any, that a job may be waiting."""
+        if self.worker is not None:
+            self.worker.wake(job_id)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """For a host application's lifespan: start everything, then stop it."""
+        if app is not None:
+            app.state.notify_runtime = self
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
+def _stored_secret(data_dir: Path) -> str:
+    """The cookie-signing key, generated once and kept in the data directory."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # O_EXCL: when two processes start at once, one writes and both read it.
+    with contextlib.suppress(FileExistsError):
+        fd = path.open("x", encoding="ascii")
+        with fd:
+            fd.write(key)
+        path.chmod(0o600)
+    return path.read_text().strip()

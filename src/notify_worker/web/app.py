@@ -1,0 +1,93 @@
+"""The application factory, and the router a host application can mount."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from .. import service
+from ..runtime import Runtime
+from .auth import CsrfFailed, NotAuthenticated
+from .pages import render
+from .routes import login_redirect, router, wants_html
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+
+
+def install(app: FastAPI) -> None:
+    """Add notify-worker's routes, static files and error pages to `app`."""
+    app.include_router(router)
+    app.mount("/static/notify", StaticFiles(directory=STATIC), name="notify-static")
+    app.add_exception_handler(NotAuthenticated, _not_authenticated)
+    app.add_exception_handler(service.NotFound, _not_found)
+    app.add_exception_handler(CsrfFailed, _csrf_failed)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_unavailable)
+    app.add_exception_handler(OSError, _database_unavailable)
+
+
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    """The whole service as one ASGI application, worker included."""
+    runtime = runtime if runtime is not None else Runtime()
+    app = FastAPI(
+        title="notify-worker",
+        version="0.1.0",
+        description="Asynchronous webhook notifications with live status.",
+        lifespan=runtime.lifespan,
+    )
+    app.state.notify_runtime = runtime
+    install(app)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> Response:
+        return Response(status_code=303, headers={"Location": "/notify"})
+
+    return app
+
+
+async def _not_authenticated(request: Request, exc: Exception) -> Response:
+    if wants_html(request):
+        return login_redirect(request)
+    return JSONResponse(
+        {"detail": str(exc)},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    if wants_html(request):
+        return render(
+            request,
+            "error.html",
+            {"title": "Not found", "message": "No such job."},
+            404,
+        )
+    return JSONResponse({"detail": "no such job"}, status_code=404)
+
+
+async def _csrf_failed(request: Request, exc: Exception) -> Response:
+    if wants_html(request):
+        return render(
+            request, "error.html", {"title": "Form expired", "message": str(exc)}, 403
+        )
+    return JSONResponse({"detail": str(exc)}, status_code=403)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    logger.warning(
+        "database unavailable",
+        extra={"action": "database_unavailable", "error": exc.__class__.__name__},
+    )
+    return JSONResponse(
+        {"detail": "the database is unavailable; retry in a few seconds"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )

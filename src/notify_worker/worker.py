@@ -1,0 +1,507 @@
+"""The worker: wake-ups, permits, claims, attempts, heartbeats and rescue.
+
+The table is the queue. The in-process queue only carries wake-ups: when
+it is full the wake-up is dropped and the job waits in the table for the
+next wake-up or poll. A worker first takes a permit, then claims as many
+due jobs as it holds permits, in one statement, and runs each claimed job
+as a named task that returns its permit whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import service
+from .config import Settings
+from .delivery import AttemptResult, Deliverer
+from .events import EventHub, StatusEvent
+from .status import JobStatus
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Why an attempt task was cancelled from outside.
+ABORT_SHUTDOWN = "shutdown"
+ABORT_CANCELLED = "cancelled"
+ABORT_LOST = "lost"
+
+RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+RETRY_SCHEDULE_SECS = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (Linux only)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def process_alive(pid: int, started: int | None) -> bool:
+    """Is this the same process, still running (zombies count as dead)?"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in {"Z", "X"}:
+        return False
+    return started is None or int(fields[19]) == started
+
+
+def is_retryable(result: AttemptResult) -> bool:
+    if result.status_code is None:
+        return not (result.error or "").startswith("blocked address")
+    return result.status_code in RETRYABLE_STATUS
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """The wait before attempt `attempt + 1`, with 20% jitter either way."""
+    base = RETRY_SCHEDULE_SECS[min(attempt, len(RETRY_SCHEDULE_SECS)) - 1]
+    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        hub: EventHub,
+        deliverer: Deliverer,
+        settings: Settings,
+    ) -> None:
+        self.id = uuid.uuid4()
+        self.hostname = socket.gethostname()
+        self._engine = engine
+        self._hub = hub
+        self._deliverer = deliverer
+        self._settings = settings
+        self._semaphore = asyncio.Semaphore(settings.max_concurrent)
+        self._wakeups: asyncio.Queue[uuid.UUID | None] = asyncio.Queue(
+            settings.queue_size
+        )
+        self._attempts: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._abort_reasons: dict[uuid.UUID, str] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._claim_task: asyncio.Task[None] | None = None
+        self._claiming = False
+        self._stopping = asyncio.Event()
+        self._grace_abandoned = asyncio.Event()
+        self.dropped_wakeups = 0
+        hub.add_listener(self._on_event)
+        hub.add_reconnect_listener(self.wake)
+
+    # What the web process and the event hub call.
+
+    def wake(self, job_id: uuid.UUID | None = None) -> None:
+        """Ask for a claim soon; never blocks, never fails."""
+        try:
+            self._wakeups.put_nowait(job_id)
+        except asyncio.QueueFull:
+            # Nothing is lost: the job is in the table for the next sweep.
+            self.dropped_wakeups += 1
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._attempts)
+
+    @property
+    def running(self) -> bool:
+        return self._claim_task is not None and not self._claim_task.done()
+
+    def _on_event(self, event: StatusEvent) -> None:
+        if event.status is JobStatus.PENDING:
+            self.wake(event.job_id)
+            return
+        if event.job_id not in self._attempts:
+            return
+        if event.status is JobStatus.CANCELLED:
+            self._abort(event.job_id, ABORT_CANCELLED)
+        elif event.status is not JobStatus.RUNNING or event.worker_id != self.id:
+            self._abort(event.job_id, ABORT_LOST)
+
+    def _abort(self, job_id: uuid.UUID, reason: str) -> None:
+        task = self._attempts.get(job_id)
+        if task is None or job_id in self._abort_reasons:
+            return
+        self._abort_reasons[job_id] = reason
+        task.cancel()
+
+    # Lifecycle.
+
+    async def start(self) -> None:
+        await self._retry_db(
+            "worker_register",
+            lambda conn: service.register_worker(
+                conn,
+                self.id,
+                self.hostname,
+                os.getpid(),
+                process_start_ticks(os.getpid()),
+            ),
+        )
+        logger.info(
+            "worker started",
+            extra={
+                "action": "worker_started",
+                "worker_id": str(self.id),
+                "max_concurrent": self._settings.max_concurrent,
+            },
+        )
+        # Jobs left running by a previous run of this host are rescued
+        # before anything is claimed, and pending ones are swept at once.
+        await self._rescue()
+        self.wake()
+        self._claim_task = asyncio.create_task(self._claim_loop(), name="notify-claims")
+        self._background = [
+            asyncio.create_task(self._heartbeat_loop(), name="notify-heartbeat"),
+            asyncio.create_task(self._watch_loop(), name="notify-watch"),
+        ]
+
+    async def stop(self, grace_secs: float | None = None) -> None:
+        """Stop claiming, let attempts finish within the grace, hand back the rest."""
+        grace = self._settings.shutdown_grace_secs if grace_secs is None else grace_secs
+        self._stopping.set()
+        self.wake()
+        if self._claim_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._claim_task
+        attempts = list(self._attempts.values())
+        logger.info(
+            "worker stopping",
+            extra={
+                "action": "worker_stopping",
+                "worker_id": str(self.id),
+                "in_flight": len(attempts),
+                "grace_secs": grace,
+            },
+        )
+        if attempts:
+            await self._wait_for_grace(attempts, grace)
+        for job_id in list(self._attempts):
+            self._abort(job_id, ABORT_SHUTDOWN)
+        remaining = list(self._attempts.values())
+        if remaining:
+            await asyncio.wait(remaining, timeout=10)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            async with self._engine.begin() as conn:
+                await service.deregister_worker(conn, self.id)
+        logger.info(
+            "worker stopped",
+            extra={"action": "worker_stopped", "worker_id": str(self.id)},
+        )
+
+    def abandon_grace(self) -> None:
+        """Cut the shutdown grace short: abort what is still running now."""
+        self._grace_abandoned.set()
+
+    async def _wait_for_grace(
+        self, attempts: list[asyncio.Task[None]], grace: float
+    ) -> None:
+        everything = asyncio.ensure_future(asyncio.wait(attempts))
+        abandoned = asyncio.ensure_future(self._grace_abandoned.wait())
+        await asyncio.wait(
+            {everything, abandoned}, timeout=grace, return_when=asyncio.FIRST_COMPLETED
+        )
+        everything.cancel()
+        abandoned.cancel()
+
+    # The claim loop.
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            if not await self._acquire_permit():
+                break
+            permits = 1
+            while not self._semaphore.locked():
+                await self._semaphore.acquire()
+                permits += 1
+            jobs: list[service.Job] = []
+            self._claiming = True
+            try:
+                jobs = await self._claim(permits)
+            except Exception:
+                logger.warning(
+                    "claim failed, retrying",
+                    exc_info=True,
+                    extra={"action": "claim_failed", "worker_id": str(self.id)},
+                )
+                await asyncio.sleep(1.0)
+            finally:
+                for job in jobs:
+                    self._start_attempt(job)
+                self._claiming = False
+                for _ in range(permits - len(jobs)):
+                    self._semaphore.release()
+            if len(jobs) < permits:
+                await self._wait_for_wakeup()
+
+    async def _acquire_permit(self) -> bool:
+        acquire = asyncio.ensure_future(self._semaphore.acquire())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if acquire.done() and not acquire.cancelled():
+            if self._stopping.is_set():
+                self._semaphore.release()
+                return False
+            return True
+        acquire.cancel()
+        return False
+
+    async def _claim(self, limit: int) -> list[service.Job]:
+        async with self._engine.begin() as conn:
+            jobs = await service.claim_jobs(conn, self.id, limit)
+        for job in jobs:
+            logger.debug(
+                "job claimed",
+                extra={
+                    "action": "job_claimed",
+                    "job_id": str(job.id),
+                    "owner_id": job.owner_id,
+                    "attempt": job.attempts,
+                    "worker_id": str(self.id),
+                },
+            )
+        return jobs
+
+    async def _wait_for_wakeup(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self._wakeups.get(), self._settings.poll_interval_secs
+            )
+        while not self._wakeups.empty():
+            self._wakeups.get_nowait()
+
+    # One attempt.
+
+    def _start_attempt(self, job: service.Job) -> None:
+        task = asyncio.create_task(self._attempt(job), name=f"notify-attempt-{job.id}")
+        self._attempts[job.id] = task
+
+    async def _attempt(self, job: service.Job) -> None:
+        try:
+            result = await self._deliverer.deliver(
+                job.target_url, job.payload.encode(), {"webhook-id": str(job.id)}
+            )
+        except asyncio.CancelledError:
+            reason = self._abort_reasons.pop(job.id, ABORT_SHUTDOWN)
+            await asyncio.shield(self._aborted(job, reason))
+            raise
+        else:
+            await asyncio.shield(self._record(job, result))
+        finally:
+            self._attempts.pop(job.id, None)
+            self._abort_reasons.pop(job.id, None)
+            self._semaphore.release()
+
+    async def _record(self, job: service.Job, result: AttemptResult) -> None:
+        attempt = service.Attempt(
+            job_id=job.id,
+            number=job.attempts,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            duration_ms=result.duration_ms,
+            response_status=result.status_code,
+            error=result.error,
+            response_excerpt=result.excerpt,
+        )
+        retry = (
+            not result.ok and job.attempts < job.max_attempts and is_retryable(result)
+        )
+
+        async def write(conn: Any) -> service.Job | None:
+            await service.record_attempt(conn, attempt, self.id)
+            if result.ok:
+                return await service.mark_success(conn, job.id, self.id)
+            if retry:
+                run_at = datetime.now(UTC) + retry_delay(job.attempts)
+                return await service.release_job(
+                    conn, job.id, self.id, run_at=run_at, message=result.error
+                )
+            assert result.error is not None
+            return await service.mark_failed(conn, job.id, self.id, result.error)
+
+        updated = await self._retry_db("attempt_record", write)
+        fields = {
+            "job_id": str(job.id),
+            "owner_id": job.owner_id,
+            "attempt": job.attempts,
+            "status_code": result.status_code,
+            "duration_ms": result.duration_ms,
+            "worker_id": str(self.id),
+        }
+        if updated is None:
+            # The job was cancelled or rescued while the request ran; the
+            # guarded UPDATE left it as it is.
+            logger.warning(
+                "attempt outcome discarded: the job is no longer ours",
+                extra={"action": "attempt_outcome_discarded", **fields},
+            )
+        elif result.ok:
+            logger.info(
+                "attempt succeeded", extra={"action": "attempt_succeeded", **fields}
+            )
+        elif retry:
+            logger.warning(
+                "attempt failed, will retry: %s",
+                result.error,
+                extra={
+                    "action": "attempt_retry_scheduled",
+                    "error": result.error,
+                    **fields,
+                },
+            )
+        else:
+            logger.error(
+                "attempt failed: %s",
+                result.error,
+                extra={"action": "attempt_failed", "error": result.error, **fields},
+            )
+
+    async def _aborted(self, job: service.Job, reason: str) -> None:
+        fields = {"job_id": str(job.id), "owner_id": job.owner_id, "reason": reason}
+        if reason == ABORT_SHUTDOWN:
+            await self._retry_db(
+                "job_hand_back",
+                lambda conn: service.release_job(
+                    conn, job.id, self.id, refund_attempt=True
+                ),
+                attempts=5,
+            )
+        logger.info("attempt aborted", extra={"action": "attempt_aborted", **fields})
+
+    # Heartbeats, cancels missed by the listener, rescue of other workers' jobs.
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_secs)
+            try:
+                async with self._engine.begin() as conn:
+                    alive = await service.heartbeat(conn, self.id)
+                    if not alive:
+                        # Declared dead during an outage: our jobs were
+                        # rescued, so register again and drop them.
+                        await service.register_worker(
+                            conn,
+                            self.id,
+                            self.hostname,
+                            os.getpid(),
+                            process_start_ticks(os.getpid()),
+                        )
+                if not alive:
+                    for job_id in list(self._attempts):
+                        self._abort(job_id, ABORT_LOST)
+            except Exception:
+                logger.warning(
+                    "heartbeat failed",
+                    exc_info=True,
+                    extra={"action": "heartbeat_failed", "worker_id": str(self.id)},
+                )
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self._settings.heartbeat_secs))
+            try:
+                await self._check_in_flight()
+                await self._rescue()
+            except Exception:
+                logger.warning(
+                    "watch failed",
+                    exc_info=True,
+                    extra={"action": "watch_failed", "worker_id": str(self.id)},
+                )
+
+    async def _check_in_flight(self) -> None:
+        """Abort attempts whose job was cancelled without our hearing of it."""
+        if not self._attempts:
+            return
+        async with self._engine.connect() as conn:
+            gone = await service.statuses_of(conn, list(self._attempts), self.id)
+        for job_id in gone:
+            async with self._engine.connect() as conn:
+                cancelled = await service.is_cancelled(conn, job_id)
+            self._abort(job_id, ABORT_CANCELLED if cancelled else ABORT_LOST)
+
+    async def _rescue(self) -> None:
+        async with self._engine.connect() as conn:
+            holders, unregistered = await service.holders_of_running_jobs(conn, self.id)
+        gone = [holder.id for holder in holders if self._is_gone(holder)]
+        if not gone and not unregistered:
+            return
+        async with self._engine.begin() as conn:
+            jobs = await service.rescue_jobs(
+                conn, gone, include_unregistered=unregistered
+            )
+        for job in jobs:
+            logger.warning(
+                "job rescued from a lost worker",
+                extra={
+                    "action": "job_rescued",
+                    "job_id": str(job.id),
+                    "owner_id": job.owner_id,
+                    "status": job.status.value,
+                    "worker_id": str(self.id),
+                },
+            )
+
+    def _is_gone(self, holder: service.WorkerRecord) -> bool:
+        if holder.heartbeat_age_secs > self._settings.worker_stale_secs:
+            return True
+        if holder.hostname == self.hostname:
+            return not process_alive(holder.pid, holder.process_started)
+        return False
+
+    async def _retry_db(
+        self,
+        action: str,
+        work: Callable[[Any], Awaitable[T]],
+        *,
+        attempts: int | None = None,
+    ) -> T:
+        """Run `work` in a transaction until the database takes it.
+
+        An outcome that was not written would leave its job running under a
+        live worker forever, so the write is retried through an outage.
+        """
+        delay = 0.2
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                async with self._engine.begin() as conn:
+                    return await work(conn)
+            except Exception:
+                if attempts is not None and tries >= attempts:
+                    raise
+                logger.warning(
+                    "database write failed, retrying",
+                    exc_info=tries == 1,
+                    extra={"action": f"{action}_retry", "worker_id": str(self.id)},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
