@@ -101,9 +101,7 @@ async def target() -> AsyncIterator[TargetServer]:
 
 
 @pytest.fixture
-async def services(
-    db_url: URL, tmp_path: Path
-) -> AsyncIterator[ServiceFactory]:
+async def services(db_url: URL, tmp_path: Path) -> AsyncIterator[ServiceFactory]:
     factory = ServiceFactory(db_url, tmp_path)
     yield factory
     await factory.stop_all()

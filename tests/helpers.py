@@ -36,7 +36,9 @@ async def eventually(
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
+            raise AssertionError(
+                f"condition not met within {timeout}s (last: {value!r})"
+            )
         await asyncio.sleep(every)
 
 
@@ -143,7 +145,11 @@ class RunningService:
         return {"Authorization": f"Bearer {self.token}"}
 
     async def create(self, target_url: str, payload: Any = None, **extra: Any) -> dict:
-        body = {"target_url": target_url, "payload": payload or {"hello": "world"}, **extra}
+        body = {
+            "target_url": target_url,
+            "payload": payload or {"hello": "world"},
+            **extra,
+        }
         async with self.session.post(
             f"{self.base_url}/notify", json=body, headers=self.auth
         ) as response:
@@ -195,7 +201,9 @@ class ServiceFactory:
         }
         return load_settings(**values)
 
-    async def start(self, *, run_worker: bool = True, **overrides: Any) -> RunningService:
+    async def start(
+        self, *, run_worker: bool = True, **overrides: Any
+    ) -> RunningService:
         runtime = Runtime(self.settings(**overrides), run_worker=run_worker)
         app = create_app(runtime)
         sock = socket.socket()
@@ -208,7 +216,9 @@ class ServiceFactory:
         await eventually(lambda: _started(server, task), timeout=30)
         assert runtime.engine is not None
         async with runtime.engine.begin() as conn:
-            user, token = await service.create_user(conn, f"owner-{uuid.uuid4().hex[:8]}")
+            user, token = await service.create_user(
+                conn, f"owner-{uuid.uuid4().hex[:8]}"
+            )
         running = RunningService(
             base_url=f"http://127.0.0.1:{port}",
             runtime=runtime,
@@ -346,4 +356,3 @@ async def wait_healthy(proc: ServiceProcess, timeout: float = 30) -> None:
                 return False
 
         await eventually(check, timeout=timeout, every=0.1)
-

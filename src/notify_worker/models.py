@@ -118,6 +118,11 @@ notify_jobs = Table(
     Column(
         "updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()
     ),
+    # Idempotency-Key of the create request, and a hash of its body.
+    Column("idempotency_key", Text),
+    Column("request_fingerprint", LargeBinary(32)),
+    # The job this one retries by hand (POST /notify/{id}/retry).
+    Column("retry_of", Uuid, ForeignKey("notify_jobs.id", ondelete="SET NULL")),
     CheckConstraint(f"status IN ({STATUS_WORDS})", name="status"),
     CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
     Index("notify_jobs_owner_status_idx", "owner_id", "status"),
@@ -127,6 +132,13 @@ notify_jobs = Table(
         "run_at",
         "created_at",
         postgresql_where=text("status = 'pending'"),
+    ),
+    Index(
+        "notify_jobs_owner_idempotency_idx",
+        "owner_id",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=text("idempotency_key IS NOT NULL"),
     ),
     Index(
         "notify_jobs_running_worker_idx",
@@ -151,4 +163,24 @@ notify_attempts = Table(
     Column("error", Text),
     Column("response_excerpt", LargeBinary),
     Index("notify_attempts_job_id_idx", "job_id", "number", unique=True),
+)
+
+signing_secrets = Table(
+    "signing_secrets",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "user_id",
+        BigInteger,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # `whsec_` + base64; deliveries are signed with every unexpired secret.
+    Column("secret", Text, nullable=False),
+    Column(
+        "created_at", DateTime(timezone=True), nullable=False, server_default=func.now()
+    ),
+    # NULL for the current secret; set to now + 24 h when it is rotated out.
+    Column("expires_at", DateTime(timezone=True)),
+    Index("signing_secrets_user_id_idx", "user_id"),
 )

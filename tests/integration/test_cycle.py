@@ -5,7 +5,13 @@ import json
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..helpers import RunningService, ServiceFactory, TargetServer, free_port, read_events
+from ..helpers import (
+    RunningService,
+    ServiceFactory,
+    TargetServer,
+    free_port,
+    read_events,
+)
 
 
 async def test_a_job_reaches_its_target_and_the_stream_shows_each_step(
@@ -67,7 +73,9 @@ async def test_a_500_fails_with_the_status_in_the_message(
     assert job["error_message"] == "HTTP 500 Internal Server Error"
 
 
-async def test_a_closed_port_fails_with_connection_refused(services: ServiceFactory) -> None:
+async def test_a_closed_port_fails_with_connection_refused(
+    services: ServiceFactory,
+) -> None:
     svc = await services.start()
     created = await svc.create(f"http://127.0.0.1:{free_port()}/hook")
     job = await svc.wait_status(created["id"])
@@ -126,7 +134,9 @@ async def test_more_jobs_than_the_queue_holds_all_succeed(
     services: ServiceFactory, target: TargetServer, engine: AsyncEngine
 ) -> None:
     svc = await services.start(queue_size=2, max_concurrent=2, poll_interval_secs=0.3)
-    created = await asyncio.gather(*(svc.create(target.url("/ok"), {"i": i}) for i in range(40)))
+    created = await asyncio.gather(
+        *(svc.create(target.url("/ok"), {"i": i}) for i in range(40))
+    )
 
     finished = [await svc.wait_status(job["id"], timeout=60) for job in created]
 

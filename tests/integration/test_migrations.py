@@ -60,17 +60,23 @@ async def test_the_models_match_the_migrated_schema(db_url: URL) -> None:
     try:
         async with engine.connect() as conn:
             diff = await conn.run_sync(
-                lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync), metadata
+                )
             )
     finally:
         await engine.dispose()
     assert diff == []
 
 
-async def test_a_status_outside_the_five_is_refused_by_the_database(db_url: URL) -> None:
+async def test_a_status_outside_the_five_is_refused_by_the_database(
+    db_url: URL,
+) -> None:
     conn = await asyncpg.connect(database.asyncpg_dsn(db_url))
     try:
-        user_id = await conn.fetchval("INSERT INTO users (name) VALUES ('x') RETURNING id")
+        user_id = await conn.fetchval(
+            "INSERT INTO users (name) VALUES ('x') RETURNING id"
+        )
         try:
             await conn.execute(
                 "INSERT INTO notify_jobs (owner_id, target_url, payload, status) "

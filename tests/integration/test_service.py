@@ -18,7 +18,9 @@ async def owner(engine: AsyncEngine) -> service.User:
 
 async def _job(engine: AsyncEngine, owner: service.User) -> service.Job:
     async with engine.begin() as conn:
-        return await service.create_job(conn, owner.id, "http://127.0.0.1:9/", '{"a": 1}')
+        return await service.create_job(
+            conn, owner.id, "http://127.0.0.1:9/", '{"a": 1}'
+        )
 
 
 async def test_a_new_job_is_pending_without_started_at(
@@ -31,7 +33,9 @@ async def test_a_new_job_is_pending_without_started_at(
     assert job.payload == '{"a": 1}'
 
 
-async def test_mark_running_sets_started_at(engine: AsyncEngine, owner: service.User) -> None:
+async def test_mark_running_sets_started_at(
+    engine: AsyncEngine, owner: service.User
+) -> None:
     job = await _job(engine, owner)
     worker = uuid.uuid4()
     async with engine.begin() as conn:
@@ -64,7 +68,9 @@ async def test_success_and_failed_set_finished_at(
         await service.mark_running(conn, first.id, worker)
         await service.mark_running(conn, second.id, worker)
         done = await service.mark_success(conn, first.id, worker)
-        failed = await service.mark_failed(conn, second.id, worker, "HTTP 500 Internal Server Error")
+        failed = await service.mark_failed(
+            conn, second.id, worker, "HTTP 500 Internal Server Error"
+        )
     assert done is not None and done.status is JobStatus.SUCCESS and done.finished_at
     assert failed is not None and failed.status is JobStatus.FAILED
     assert failed.error_message == "HTTP 500 Internal Server Error"
@@ -98,7 +104,9 @@ async def test_cancelling_a_finished_job_is_an_invalid_transition(
     assert caught.value.job.status is JobStatus.SUCCESS
 
 
-async def test_only_the_holder_completes_a_job(engine: AsyncEngine, owner: service.User) -> None:
+async def test_only_the_holder_completes_a_job(
+    engine: AsyncEngine, owner: service.User
+) -> None:
     holder, other = uuid.uuid4(), uuid.uuid4()
     job = await _job(engine, owner)
     async with engine.begin() as conn:
@@ -107,7 +115,9 @@ async def test_only_the_holder_completes_a_job(engine: AsyncEngine, owner: servi
         assert await service.mark_success(conn, job.id, holder) is not None
 
 
-async def test_another_owner_cannot_see_or_cancel(engine: AsyncEngine, owner: service.User) -> None:
+async def test_another_owner_cannot_see_or_cancel(
+    engine: AsyncEngine, owner: service.User
+) -> None:
     job = await _job(engine, owner)
     async with engine.begin() as conn:
         stranger, _ = await service.create_user(conn, "stranger")

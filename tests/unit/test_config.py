@@ -39,7 +39,9 @@ def test_a_bad_value_names_its_variable(
     assert repr(value) in str(caught.value)
 
 
-def test_allowed_networks_parse_as_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_allowed_networks_parse_as_a_comma_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("NOTIFY_ALLOWED_NETWORKS", "127.0.0.0/8, ::1/128")
     settings = load_settings()
     assert settings.allowed_networks == (

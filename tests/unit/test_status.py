@@ -9,7 +9,9 @@ from notify_worker.status import (
 )
 
 
-@pytest.mark.parametrize("word", ["pending", "running", "success", "failed", "cancelled"])
+@pytest.mark.parametrize(
+    "word", ["pending", "running", "success", "failed", "cancelled"]
+)
 def test_every_status_word_round_trips(word: str) -> None:
     status = JobStatus.parse(word)
     assert str(status) == word

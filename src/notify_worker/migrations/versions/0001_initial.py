@@ -1,4 +1,4 @@
-"""Users, API tokens, workers, notify jobs and their attempts.
+"""Users, API tokens, signing secrets, workers, notify jobs and their attempts.
 
 Revision ID: 0001
 Revises:
@@ -110,7 +110,16 @@ def upgrade() -> None:
         sa.Column(
             "updated_at", TIMESTAMP, nullable=False, server_default=sa.func.now()
         ),
+        sa.Column("idempotency_key", sa.Text),
+        sa.Column("request_fingerprint", sa.LargeBinary(32)),
+        sa.Column("retry_of", sa.Uuid),
         sa.PrimaryKeyConstraint("id", name="notify_jobs_pkey"),
+        sa.ForeignKeyConstraint(
+            ["retry_of"],
+            ["notify_jobs.id"],
+            name="notify_jobs_retry_of_fkey",
+            ondelete="SET NULL",
+        ),
         sa.ForeignKeyConstraint(
             ["owner_id"],
             ["users.id"],
@@ -138,6 +147,13 @@ def upgrade() -> None:
         "notify_jobs",
         ["run_at", "created_at"],
         postgresql_where=sa.text("status = 'pending'"),
+    )
+    op.create_index(
+        "notify_jobs_owner_idempotency_idx",
+        "notify_jobs",
+        ["owner_id", "idempotency_key"],
+        unique=True,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     )
     op.create_index(
         "notify_jobs_running_worker_idx",
@@ -171,6 +187,24 @@ def upgrade() -> None:
         ["job_id", "number"],
         unique=True,
     )
+    op.create_table(
+        "signing_secrets",
+        sa.Column("id", sa.BigInteger, sa.Identity(), nullable=False),
+        sa.Column("user_id", sa.BigInteger, nullable=False),
+        sa.Column("secret", sa.Text, nullable=False),
+        sa.Column(
+            "created_at", TIMESTAMP, nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column("expires_at", TIMESTAMP),
+        sa.PrimaryKeyConstraint("id", name="signing_secrets_pkey"),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name="signing_secrets_user_id_fkey",
+            ondelete="CASCADE",
+        ),
+    )
+    op.create_index("signing_secrets_user_id_idx", "signing_secrets", ["user_id"])
     op.execute(PUBLISH_FUNCTION)
     op.execute(
         "CREATE TRIGGER notify_jobs_publish_insert AFTER INSERT ON notify_jobs "
@@ -187,6 +221,7 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER notify_jobs_publish_update ON notify_jobs")
     op.execute("DROP TRIGGER notify_jobs_publish_insert ON notify_jobs")
     op.execute("DROP FUNCTION notify_jobs_publish()")
+    op.drop_table("signing_secrets")
     op.drop_table("notify_attempts")
     op.drop_table("notify_jobs")
     op.drop_table("notify_workers")
