@@ -69,7 +69,9 @@ def create_engine(url: URL, *, pool_size: int = 5, **kwargs: Any) -> AsyncEngine
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per transaction. A connection
+        # broken by a database restart raises a disconnect error once, and
+        # SQLAlchemy then discards every connection older than it.
         pool_timeout=10,
         **kwargs,
     )
