@@ -80,9 +80,12 @@ async def test_user_create_works_while_serve_holds_the_embedded_database(
     # the SIGTERM it caught, so the exit status alone does not tell).
     assert serve.returncode in {0, -signal.SIGTERM}
     assert "action=worker_stopped" in (tmp_path / "serve.log").read_text()
-    # The last process out stops the embedded server.
-    stopped = await asyncio.to_thread(_run, ["user", "token", "alice"], env)
-    assert stopped.returncode == 0
+    # The last process out stopped the embedded server; the next command
+    # starts it again and finds the data it left.
+    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()
+    again = await asyncio.to_thread(_run, ["user", "token", "alice"], env)
+    assert again.returncode == 0
+    assert again.stdout.strip().splitlines()[-1].startswith("nw_")
 
 
 def test_serve_refuses_a_database_that_is_not_migrated(tmp_path) -> None:
