@@ -130,6 +130,9 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_secs) + 5),
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises the signal it stopped on once it has shut down; exit
+    # normally then, so atexit hooks (the embedded database's stop) run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(
         f"notify-worker serving on http://{settings.host}:{settings.port}", flush=True
     )
