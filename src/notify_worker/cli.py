@@ -132,7 +132,8 @@ def serve(settings: Settings) -> int:
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal it stopped on once it has shut down; exit
     # normally then, so atexit hooks (the embedded database's stop) run.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
     print(
         f"notify-worker serving on http://{settings.host}:{settings.port}", flush=True
     )
