@@ -167,6 +167,7 @@ async def create_job(
     runtime = runtime_of(request)
     settings = runtime.settings
     form = is_form(request)
+    raw: dict[str, Any] = {}
     try:
         raw = await _read_job_request(request, body_limit(settings), form)
         if form:
@@ -175,7 +176,7 @@ async def create_job(
     except InputErrors as exc:
         if form:
             context = await _list_context(request, owner, None, 1)
-            context.update(errors=exc.errors, form=raw if "raw" in locals() else {})
+            context.update(errors=exc.errors, form=raw)
             return render(request, "jobs.html", context, exc.status_code)
         return JSONResponse(exc.to_json(), status_code=exc.status_code)
     assert runtime.engine is not None
