@@ -33,6 +33,7 @@ from .inputs import (
     InputErrors,
     body_limit,
     check_job_input,
+    parse_json,
     read_body,
 )
 from .pages import render
@@ -171,7 +172,9 @@ async def create_job(
         raw = await _read_job_request(request, body_limit(settings), form)
         if form:
             check_csrf(request, raw.get("csrf_token"))
-        job_input = await check_job_input(raw, settings, payload_is_text=form)
+        job_input = await check_job_input(
+            raw, settings, payload_is_text=form, lookup=runtime.lookup
+        )
     except InputErrors as exc:
         if form:
             context = await _list_context(request, owner, None, 1)
@@ -213,7 +216,7 @@ async def _read_job_request(request: Request, limit: int, form: bool) -> dict[st
         errors.status_code = 415
         raise errors
     try:
-        data = json.loads(body)
+        data = parse_json(body)
     except ValueError as exc:
         errors = InputErrors()
         errors.add("body", f"not valid JSON: {exc}")
@@ -234,7 +237,12 @@ async def _parse_form(request: Request, body: bytes) -> dict[str, Any]:
                 key: value for key, value in parsed.items() if isinstance(value, str)
             }
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            max_num_fields=MAX_FORM_FIELDS,
+            errors="strict",
+        )
     except UnicodeDecodeError:
         errors.add("body", "the form is not UTF-8")
         raise errors from None
