@@ -329,6 +329,8 @@ def redact_url(url: str) -> str:
         port = parts.port
     except ValueError:
         return "(invalid URL)"
+    if not (parts.username or parts.password or parts.query):
+        return url
     netloc = f"[{host}]" if ":" in host else host
     if port is not None:
         netloc += f":{port}"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,10 +23,15 @@ from .. import service
 from ..events import RESYNC, StatusEvent
 from ..status import JobStatus, UnknownStatus
 from .auth import (
+    LOGIN_COOKIE,
     SESSION_COOKIE,
     SESSION_MAX_AGE,
     check_csrf,
+    check_login_csrf,
     current_owner,
+    is_https,
+    login_form_key,
+    login_throttle,
     runtime_of,
     session_cookie_value,
 )
@@ -37,6 +44,8 @@ from .inputs import (
     read_body,
 )
 from .pages import render
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -102,7 +111,24 @@ def see_other(url: str) -> RedirectResponse:
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
 async def login_page(request: Request, next: str = "/notify") -> Response:
-    return render(request, "login.html", {"next": _safe_next(next), "error": None})
+    return _login_form(request, _safe_next(next), None, 200)
+
+
+def _login_form(
+    request: Request, next_url: str, error: str | None, status_code: int
+) -> Response:
+    cookie, token = login_form_key(request)
+    context = {"next": next_url, "error": error, "login_token": token}
+    response = render(request, "login.html", context, status_code)
+    response.set_cookie(
+        LOGIN_COOKIE,
+        cookie,
+        max_age=SESSION_MAX_AGE,
+        httponly=True,
+        samesite="lax",
+        secure=is_https(request),
+    )
+    return response
 
 
 @router.post("/login", include_in_schema=False)
@@ -110,12 +136,20 @@ async def login(request: Request) -> Response:
     runtime = runtime_of(request)
     try:
         body = await read_body(request, 8 * 1024)
-    except BodyTooLarge:
-        return render(
-            request, "login.html", {"next": "/notify", "error": "too large"}, 413
-        )
-    form = dict(parse_qsl(body.decode("utf-8", "replace"), max_num_fields=5))
+        form = dict(parse_qsl(body.decode(), max_num_fields=5, errors="strict"))
+    except (BodyTooLarge, ValueError):
+        return _login_form(request, "/notify", "That form is not valid.", 400)
     next_url = _safe_next(form.get("next", "/notify"))
+    check_login_csrf(request, form.get("login_token"))
+    client = request.client.host if request.client else "unknown"
+    throttle = login_throttle(request)
+    wait = throttle.begin(client)
+    if wait > 0:
+        response = _login_form(
+            request, next_url, "Too many failed logins: wait and retry.", 429
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
     token = form.get("token", "").strip()
     assert runtime.engine is not None
     found = None
@@ -123,10 +157,11 @@ async def login(request: Request) -> Response:
         async with runtime.engine.connect() as conn:
             found = await service.authenticate(conn, token)
     if found is None:
-        # Each wrong guess costs the guesser a second.
-        await asyncio.sleep(1.0)
-        context = {"next": next_url, "error": "That token is not valid."}
-        return render(request, "login.html", context, 401)
+        logger.warning(
+            "login failed", extra={"action": "login_failed", "client": client}
+        )
+        return _login_form(request, next_url, "That token is not valid.", 401)
+    throttle.succeeded(client)
     response = see_other(next_url)
     response.set_cookie(
         SESSION_COOKIE,
@@ -134,15 +169,17 @@ async def login(request: Request) -> Response:
         max_age=SESSION_MAX_AGE,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=is_https(request),
     )
     return response
 
 
 @router.post("/logout", include_in_schema=False)
-async def logout() -> Response:
+async def logout(request: Request) -> Response:
     response = see_other("/login")
-    response.delete_cookie(SESSION_COOKIE)
+    response.delete_cookie(
+        SESSION_COOKIE, httponly=True, samesite="lax", secure=is_https(request)
+    )
     return response
 
 
@@ -170,8 +207,7 @@ async def create_job(
     form = is_form(request)
     try:
         raw = await _read_job_request(request, body_limit(settings), form)
-        if form:
-            check_csrf(request, raw.get("csrf_token"))
+        check_csrf(request, _submitted_csrf(request, raw, form))
         job_input = await check_job_input(
             raw, settings, payload_is_text=form, lookup=runtime.lookup
         )
@@ -198,6 +234,14 @@ async def create_job(
     return JSONResponse(
         job.to_json(), status_code=201, headers={"Location": job_url(job.id)}
     )
+
+
+def _submitted_csrf(request: Request, raw: dict[str, Any], form: bool) -> str | None:
+    # Forms carry it as a field; any other cookie-authenticated write (a
+    # script's fetch) sends it as a header, which no other site can set.
+    if form:
+        return raw.get("csrf_token")
+    return request.headers.get("x-csrf-token")
 
 
 async def _read_job_request(request: Request, limit: int, form: bool) -> dict[str, Any]:
@@ -371,7 +415,7 @@ async def cancel_job(
             raw = await _read_job_request(request, 8 * 1024, True)
         except InputErrors as exc:
             return JSONResponse(exc.to_json(), status_code=exc.status_code)
-        check_csrf(request, raw.get("csrf_token"))
+    check_csrf(request, _submitted_csrf(request, raw if form else {}, form))
     assert runtime.engine is not None
     try:
         async with runtime.engine.begin() as conn:
