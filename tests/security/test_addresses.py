@@ -82,19 +82,30 @@ def test_numeric_spellings_are_read_like_the_c_resolver(spelling, expected):
     assert literal_address(spelling) == ipaddress.ip_address(expected)
 
 
-@pytest.mark.parametrize("name", ["example.com", "1.2.3.4.5", "256.1.1.1", "08.1.1.1", "١٢٧.0.0.1"])
+@pytest.mark.parametrize(
+    "name", ["example.com", "1.2.3.4.5", "256.1.1.1", "08.1.1.1", "١٢٧.0.0.1"]
+)
 def test_names_are_not_mistaken_for_numbers(name):
     assert literal_address(name) is None
 
 
 def test_public_addresses_and_allowed_networks_pass():
-    public = ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", "::ffff:93.184.215.14", "64:ff9b::5db8:d70e"]
+    public = [
+        "93.184.215.14",
+        "2606:2800:21f:cb07:6820:80da:af6b:8b2c",
+        "::ffff:93.184.215.14",
+        "64:ff9b::5db8:d70e",
+    ]
     for text in public:
         assert address_block_reason(ipaddress.ip_address(text), ()) is None, text
     allowed = (ipaddress.ip_network("127.0.0.1/32"),)
     assert address_block_reason(ipaddress.ip_address("127.0.0.1"), allowed) is None
-    assert address_block_reason(ipaddress.ip_address("::ffff:127.0.0.1"), allowed) is None
-    assert address_block_reason(ipaddress.ip_address("127.0.0.2"), allowed) == "loopback"
+    assert (
+        address_block_reason(ipaddress.ip_address("::ffff:127.0.0.1"), allowed) is None
+    )
+    assert (
+        address_block_reason(ipaddress.ip_address("127.0.0.2"), allowed) == "loopback"
+    )
 
 
 async def test_each_blocked_spelling_is_refused_at_create_time(services):
@@ -211,7 +222,9 @@ async def test_redirects_are_not_followed(services, raw_target, code):
         location = other.url("/stolen").encode()
         writer.write(
             f"HTTP/1.1 {code} Moved\r\nContent-Length: 0\r\n".encode()
-            + b"Location: " + location + b"\r\n\r\n"
+            + b"Location: "
+            + location
+            + b"\r\n\r\n"
         )
 
     first = await raw_target(redirect)

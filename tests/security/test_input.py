@@ -45,23 +45,85 @@ async def test_each_bad_json_request_gets_a_precise_4xx(svc):
     cases = [
         ({"payload": {}}, 422, "target_url", "this field is required"),
         ({"target_url": ok}, 422, "payload", "this field is required"),
-        ({"target_url": ok, "payload": {}, "color": "red"}, 422, "color", "unknown field 'color'"),
-        ({"target_url": "javascript:alert(1)", "payload": {}}, 422, "target_url", "must be an http:// or https:// URL"),
-        ({"target_url": "ftp://127.0.0.1/x", "payload": {}}, 422, "target_url", "must be an http:// or https:// URL"),
-        ({"target_url": "http:///nohost", "payload": {}}, 422, "target_url", "must name a host"),
-        ({"target_url": "http://127.0.0.1:99999/", "payload": {}}, 422, "target_url", "not a valid URL"),
-        ({"target_url": "http://127.0.0.1/a b", "payload": {}}, 422, "target_url", "must not contain spaces"),
-        ({"target_url": "http://127.0.0.1/\r\nX: y", "payload": {}}, 422, "target_url", "control characters"),
+        (
+            {"target_url": ok, "payload": {}, "color": "red"},
+            422,
+            "color",
+            "unknown field 'color'",
+        ),
+        (
+            {"target_url": "javascript:alert(1)", "payload": {}},
+            422,
+            "target_url",
+            "must be an http:// or https:// URL",
+        ),
+        (
+            {"target_url": "ftp://127.0.0.1/x", "payload": {}},
+            422,
+            "target_url",
+            "must be an http:// or https:// URL",
+        ),
+        (
+            {"target_url": "http:///nohost", "payload": {}},
+            422,
+            "target_url",
+            "must name a host",
+        ),
+        (
+            {"target_url": "http://127.0.0.1:99999/", "payload": {}},
+            422,
+            "target_url",
+            "not a valid URL",
+        ),
+        (
+            {"target_url": "http://127.0.0.1/a b", "payload": {}},
+            422,
+            "target_url",
+            "must not contain spaces",
+        ),
+        (
+            {"target_url": "http://127.0.0.1/\r\nX: y", "payload": {}},
+            422,
+            "target_url",
+            "control characters",
+        ),
         ({"target_url": 12, "payload": {}}, 422, "target_url", "must be a string"),
-        ({"target_url": ok + "?" + "a" * 2048, "payload": {}}, 422, "target_url", "at most 2048 characters"),
-        ({"target_url": "http://nowhere.invalid/", "payload": {}}, 422, "target_url", "does not resolve"),
-        ({"target_url": ok, "payload": "x" * 5000}, 413, "payload", "more than the 4096 allowed"),
-        ({"target_url": ok, "payload": {}, "max_attempts": 0}, 422, "max_attempts", "between 1 and 100"),
-        ({"target_url": ok, "payload": {}, "max_attempts": "many"}, 422, "max_attempts", "whole number"),
+        (
+            {"target_url": ok + "?" + "a" * 2048, "payload": {}},
+            422,
+            "target_url",
+            "at most 2048 characters",
+        ),
+        (
+            {"target_url": "http://nowhere.invalid/", "payload": {}},
+            422,
+            "target_url",
+            "does not resolve",
+        ),
+        (
+            {"target_url": ok, "payload": "x" * 5000},
+            413,
+            "payload",
+            "more than the 4096 allowed",
+        ),
+        (
+            {"target_url": ok, "payload": {}, "max_attempts": 0},
+            422,
+            "max_attempts",
+            "between 1 and 100",
+        ),
+        (
+            {"target_url": ok, "payload": {}, "max_attempts": "many"},
+            422,
+            "max_attempts",
+            "whole number",
+        ),
         ({"target_url": ok, "payload": "\ud800"}, 422, "payload", "lone surrogate"),
     ]
     for body, status, field, message in cases:
-        code, text = await _post(svc, data=json.dumps(body), headers={"Content-Type": "application/json"})
+        code, text = await _post(
+            svc, data=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
         assert code == status, (body, text)
         assert message in _field_error(text, field), (body, text)
     assert await _job_count(svc) == 0
@@ -86,7 +148,9 @@ async def test_a_url_of_exactly_2048_characters_is_accepted(svc):
     ],
 )
 async def test_bad_json_bodies_are_422(svc, body, message):
-    code, text = await _post(svc, data=body, headers={"Content-Type": "application/json"})
+    code, text = await _post(
+        svc, data=body, headers={"Content-Type": "application/json"}
+    )
     assert code == 422, text
     assert message in _field_error(text, "body")
     assert await _job_count(svc) == 0
@@ -95,7 +159,9 @@ async def test_bad_json_bodies_are_422(svc, body, message):
 async def test_an_oversized_body_is_refused_before_it_is_read(svc):
     limit = 4096 * 3 + 16 * 1024
     huge = b'{"payload": "' + b"x" * (limit + 10) + b'"}'
-    code, text = await _post(svc, data=huge, headers={"Content-Type": "application/json"})
+    code, text = await _post(
+        svc, data=huge, headers={"Content-Type": "application/json"}
+    )
     assert code == 413
     assert "larger than" in _field_error(text, "body")
 
@@ -105,7 +171,9 @@ async def test_an_oversized_body_is_refused_before_it_is_read(svc):
         for _ in range(1000):
             yield b"x" * 65536
 
-    code, _ = await _post(svc, data=endless(), headers={"Content-Type": "application/json"})
+    code, _ = await _post(
+        svc, data=endless(), headers={"Content-Type": "application/json"}
+    )
     assert code == 413
     assert await _job_count(svc) == 0
 

@@ -66,10 +66,16 @@ async def test_a_signed_delivery_verifies_and_rotation_signs_with_both(
 async def test_the_old_secret_lives_24_hours_after_a_rotation(engine):
     async with engine.begin() as conn:
         user, _ = await service.create_user(conn, "rotor")
-        old = await service.create_signing_secret(conn, user.id, rotate=False, grace_secs=86400)
+        old = await service.create_signing_secret(
+            conn, user.id, rotate=False, grace_secs=86400
+        )
         with pytest.raises(service.SecretExists):
-            await service.create_signing_secret(conn, user.id, rotate=False, grace_secs=86400)
-        new = await service.create_signing_secret(conn, user.id, rotate=True, grace_secs=86400)
+            await service.create_signing_secret(
+                conn, user.id, rotate=False, grace_secs=86400
+            )
+        new = await service.create_signing_secret(
+            conn, user.id, rotate=True, grace_secs=86400
+        )
         assert await service.active_signing_secrets(conn, user.id) == [new, old]
         left = await conn.scalar(
             select(

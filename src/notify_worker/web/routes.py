@@ -43,6 +43,7 @@ from .inputs import (
     parse_json,
     read_body,
 )
+from . import openapi
 from .pages import render
 
 logger = logging.getLogger(__name__)
@@ -197,7 +198,10 @@ def _safe_next(value: str) -> str:
     status_code=201,
     openapi_extra=CREATE_BODY,
     summary="Create a notify job",
-    responses={303: {"description": "Form posts are sent to the job page"}},
+    responses={
+        201: openapi.ok("The job, created", openapi.JOB, html=False),
+        **openapi.responses(401, 403, 413, 415, 422, html=True),
+    },
 )
 async def create_job(
     request: Request, owner: service.User = Depends(current_owner)
@@ -299,7 +303,14 @@ async def _parse_form(request: Request, body: bytes) -> dict[str, Any]:
     return dict(pairs)
 
 
-@router.get("/notify", summary="List your jobs, newest first")
+@router.get(
+    "/notify",
+    summary="List your jobs, newest first",
+    responses={
+        200: openapi.ok("One page of jobs", openapi.JOB_PAGE, html=True),
+        **openapi.responses(401, 422, html=True),
+    },
+)
 async def list_jobs(
     request: Request,
     status: str | None = Query(default=None, description="Only jobs in this status"),
@@ -386,7 +397,14 @@ async def _owned_job(
     return job
 
 
-@router.get("/notify/{job_id}", summary="One job, with its attempts")
+@router.get(
+    "/notify/{job_id}",
+    summary="One job, with its attempts",
+    responses={
+        200: openapi.ok("The job and its attempts", openapi.JOB, html=True),
+        **openapi.responses(401, 404, 422, html=True),
+    },
+)
 async def show_job(
     request: Request, job_id: uuid.UUID, owner: service.User = Depends(current_owner)
 ) -> Response:
@@ -404,7 +422,14 @@ async def show_job(
     )
 
 
-@router.post("/notify/{job_id}/cancel", summary="Cancel a pending or running job")
+@router.post(
+    "/notify/{job_id}/cancel",
+    summary="Cancel a pending or running job",
+    responses={
+        200: openapi.ok("The job, cancelled", openapi.JOB, html=False),
+        **openapi.responses(401, 403, 404, 409, 413, 422, html=True),
+    },
+)
 async def cancel_job(
     request: Request, job_id: uuid.UUID, owner: service.User = Depends(current_owner)
 ) -> Response:
@@ -442,6 +467,7 @@ async def cancel_job(
     responses={
         200: {"content": {"text/event-stream": {}}},
         204: {"description": "Final event already seen"},
+        **openapi.responses(401, 404, 422, html=True),
     },
 )
 async def stream_job(
