@@ -80,16 +80,26 @@ async def _login_form(session, base_url) -> str:
     return re.search(r'name="login_token" value="([^"]+)"', page).group(1)
 
 
-async def _log_in(svc, token: str) -> str:
-    async with aiohttp.ClientSession(cookie_jar=_jar()) as session:
+async def _post_login(
+    svc, token: str, *, local: str = "127.0.0.1", headers: dict | None = None
+) -> aiohttp.ClientResponse:
+    """Load the login form, then send it, from the loopback address `local`."""
+    connector = aiohttp.TCPConnector(local_addr=(local, 0))
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=_jar()) as session:
         login_token = await _login_form(session, svc.base_url)
         async with session.post(
             f"{svc.base_url}/login",
             data={"token": token, "login_token": login_token},
+            headers=headers or {},
             allow_redirects=False,
         ) as response:
-            assert response.status == 303
-            header = response.headers.getall("Set-Cookie")
+            return response
+
+
+async def _log_in(svc, token: str) -> str:
+    response = await _post_login(svc, token)
+    assert response.status == 303
+    header = response.headers.getall("Set-Cookie")
     [session_cookie] = [h for h in header if h.startswith("notify_session=")]
     attributes = session_cookie.lower()
     assert "httponly" in attributes and "samesite=lax" in attributes
@@ -99,19 +109,12 @@ async def _log_in(svc, token: str) -> str:
 async def test_session_cookies_are_httponly_lax_and_secure_behind_https(services):
     svc = await services.start(lookup=StaticLookup())
     await _log_in(svc, svc.token)
-    async with aiohttp.ClientSession(cookie_jar=_jar()) as session:
-        login_token = await _login_form(session, svc.base_url)
-        async with session.post(
-            f"{svc.base_url}/login",
-            data={"token": svc.token, "login_token": login_token},
-            headers={"X-Forwarded-Proto": "https"},
-            allow_redirects=False,
-        ) as response:
-            [cookie] = [
-                h
-                for h in response.headers.getall("Set-Cookie")
-                if h.startswith("notify_session=")
-            ]
+    response = await _post_login(svc, svc.token, headers={"X-Forwarded-Proto": "https"})
+    [cookie] = [
+        h
+        for h in response.headers.getall("Set-Cookie")
+        if h.startswith("notify_session=")
+    ]
     assert "secure" in cookie.lower()
 
 
@@ -146,17 +149,7 @@ async def test_failed_logins_are_slowed_down_per_client(services):
     svc = await services.start(lookup=StaticLookup())
 
     async def attempt(token: str, local: str) -> aiohttp.ClientResponse:
-        connector = aiohttp.TCPConnector(local_addr=(local, 0))
-        async with aiohttp.ClientSession(
-            connector=connector, cookie_jar=_jar()
-        ) as session:
-            login_token = await _login_form(session, svc.base_url)
-            async with session.post(
-                f"{svc.base_url}/login",
-                data={"token": token, "login_token": login_token},
-                allow_redirects=False,
-            ) as response:
-                return response
+        return await _post_login(svc, token, local=local)
 
     statuses = [(await attempt("nw_wrong", "127.0.0.3")).status for _ in range(6)]
     assert statuses[:3] == [401, 401, 401]

@@ -10,6 +10,8 @@ import asyncio
 import socket
 import struct
 
+import pytest
+
 from .hostile import RawTarget, StaticLookup
 
 GIB = 1024 * 1024 * 1024
@@ -87,9 +89,14 @@ async def test_a_reset_fails_clearly(services, raw_target):
     }
 
 
-async def test_a_broken_status_line_fails_clearly(services, raw_target):
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.1 two hundred OK\r\n\r\n", b"\x00\xff SSH-2.0-OpenSSH\r\n\r\n"],
+    ids=["broken-status-line", "not-http"],
+)
+async def test_broken_http_fails_clearly(services, raw_target, answer):
     async def broken(reader, writer):
-        await server.send(writer, b"HTTP/1.1 two hundred OK\r\n\r\n")
+        await server.send(writer, answer)
 
     server = await raw_target(broken)
     svc = await _start(services)
@@ -99,18 +106,6 @@ async def test_a_broken_status_line_fails_clearly(services, raw_target):
     assert done["error_message"].startswith(
         "the target sent an invalid HTTP response"
     ), done["error_message"]
-
-
-async def test_not_http_at_all_fails_clearly(services, raw_target):
-    async def garbage(reader, writer):
-        await server.send(writer, b"\x00\xff SSH-2.0-OpenSSH\r\n\r\n")
-
-    server = await raw_target(garbage)
-    svc = await _start(services)
-    job = await svc.create(server.url("/garbage"))
-    done = await svc.wait_status(job["id"])
-    assert done["status"] == "failed"
-    assert done["error_message"].startswith("the target sent an invalid HTTP response")
 
 
 async def test_a_hang_after_the_headers_fails_at_the_deadline_while_others_flow(

@@ -22,6 +22,7 @@ from starlette.responses import StreamingResponse
 from .. import service
 from ..events import RESYNC, StatusEvent
 from ..status import JobStatus, UnknownStatus
+from . import openapi
 from .auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -43,7 +44,6 @@ from .inputs import (
     parse_json,
     read_body,
 )
-from . import openapi
 from .pages import render
 
 logger = logging.getLogger(__name__)
