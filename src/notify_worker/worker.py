@@ -321,9 +321,13 @@ class Worker:
             self._semaphore.release()
 
     async def _delivery_headers(self, job: service.Job, body: bytes) -> dict[str, str]:
-        # Read at each attempt, so a rotation applies to the next attempt.
-        async with self._engine.connect() as conn:
-            keys = await service.active_signing_secrets(conn, job.owner_id)
+        # Read at each attempt, so a rotation applies to the next attempt;
+        # retried through an outage like the outcome write, so the job is
+        # never left running without an attempt.
+        keys = await self._retry_db(
+            "signing_secrets_read",
+            lambda conn: service.active_signing_secrets(conn, job.owner_id),
+        )
         return signing.headers(str(job.id), body, keys)
 
     async def _record(self, job: service.Job, result: AttemptResult) -> None:

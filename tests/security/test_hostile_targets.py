@@ -91,8 +91,12 @@ async def test_a_reset_fails_clearly(services, raw_target):
 
 @pytest.mark.parametrize(
     "answer",
-    [b"HTTP/1.1 two hundred OK\r\n\r\n", b"\x00\xff SSH-2.0-OpenSSH\r\n\r\n"],
-    ids=["broken-status-line", "not-http"],
+    [
+        b"HTTP/1.1 two hundred OK\r\n\r\n",
+        b"\x00\xff SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Endless: " + b"a" * 200_000 + b"\r\n\r\n",
+    ],
+    ids=["broken-status-line", "not-http", "endless-header"],
 )
 async def test_broken_http_fails_clearly(services, raw_target, answer):
     async def broken(reader, writer):

@@ -31,7 +31,7 @@ CHECKS = [
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-async def test_the_api_survives_fuzzing(services, target):
+async def test_the_api_survives_fuzzing(services):
     lookup = StaticLookup({"hooks.example": ["127.0.0.1"]})
     svc = await services.start(allowed_networks="127.0.0.1/32", lookup=lookup)
     async with aiohttp.ClientSession() as session:
