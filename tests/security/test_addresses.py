@@ -235,3 +235,43 @@ async def test_redirects_are_not_followed(services, raw_target, code):
     assert done["error_message"] == f"redirect not followed ({code})"
     await asyncio.sleep(0)
     assert other.connections == 0 and not second_hits
+
+
+async def test_name_resolution_counts_against_the_attempt_deadline(services):
+    lookup = StaticLookup({"slow.example": ["93.184.215.14"]})
+    svc = await services.start(
+        allowed_networks="127.0.0.1/32", lookup=lookup, run_worker=False, timeout_secs=1
+    )
+    job = await svc.create("http://slow.example/hook")
+
+    class SlowLookup(StaticLookup):
+        async def __call__(self, host, port):
+            await asyncio.sleep(30)
+            return await super().__call__(host, port)
+
+    await services.start(
+        allowed_networks="127.0.0.1/32",
+        lookup=SlowLookup(lookup.answers),
+        timeout_secs=1,
+    )
+    done = await svc.wait_status(job["id"], timeout=10)
+    assert done["status"] == "failed"
+    assert done["error_message"] == "timeout after 1s"
+
+
+async def test_the_system_lookup_runs_off_the_event_loop(monkeypatch):
+    """No test asks real DNS: getaddrinfo itself is replaced, and records its thread."""
+    import socket
+    import threading
+
+    from notify_worker.delivery import system_lookup
+
+    threads = []
+
+    def recording_getaddrinfo(host, port, *args, **kwargs):
+        threads.append(threading.current_thread())
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.9", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", recording_getaddrinfo)
+    assert await system_lookup("any.example", 80) == [ipaddress.ip_address("127.0.0.9")]
+    assert threads and threads[0] is not threading.main_thread()
