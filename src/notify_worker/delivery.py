@@ -90,7 +90,7 @@ async def resolve_target(
     literal = literal_address(host)
     addresses = [literal] if literal is not None else await lookup(host, port)
     if not addresses:
-        raise BlockedAddress(f"the host {host} has no address")
+        raise socket.gaierror(socket.EAI_NONAME, f"the host {host} has no address")
     check_addresses(host, addresses, allowed)
     return addresses
 
