@@ -202,9 +202,10 @@ class ServiceFactory:
         return load_settings(**values)
 
     async def start(
-        self, *, run_worker: bool = True, **overrides: Any
+        self, *, run_worker: bool = True, lookup: Any = None, **overrides: Any
     ) -> RunningService:
-        runtime = Runtime(self.settings(**overrides), run_worker=run_worker)
+        options = {} if lookup is None else {"lookup": lookup}
+        runtime = Runtime(self.settings(**overrides), run_worker=run_worker, **options)
         app = create_app(runtime)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))

@@ -9,8 +9,9 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from . import database, logs, service
+from . import database, logs, service, signing
 from .config import ConfigError, Settings, load_settings
 from .runtime import Runtime
 
@@ -41,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("name")
     revoke = actions.add_parser("revoke", help="revoke every token of an owner")
     revoke.add_argument("name")
+    secret = actions.add_parser(
+        "secret", help="create an owner's signing secret; prints it once"
+    )
+    secret.add_argument("name")
+    secret.add_argument(
+        "--rotate",
+        action="store_true",
+        help="replace the secret; the old one keeps signing for 24 hours",
+    )
     return parser
 
 
@@ -59,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_worker(settings))
         if args.command == "migrate":
             return migrate(settings, args.direction, args.revision)
-        return asyncio.run(manage_user(settings, args.action, args.name))
+        rotate = getattr(args, "rotate", False)
+        return asyncio.run(manage_user(settings, args.action, args.name, rotate))
     except (ConfigError, database.SchemaOutOfDate) as exc:
         print(f"notify-worker: {exc}", file=sys.stderr)
         return 2
@@ -80,7 +91,9 @@ def migrate(settings: Settings, direction: str, revision: str) -> int:
     return 0
 
 
-async def manage_user(settings: Settings, action: str, name: str) -> int:
+async def manage_user(
+    settings: Settings, action: str, name: str, rotate: bool = False
+) -> int:
     engine = database.create_engine(database.database_url(settings), pool_size=1)
     try:
         await database.check_schema(engine)
@@ -106,11 +119,31 @@ async def manage_user(settings: Settings, action: str, name: str) -> int:
                 print(f"new API token for {user.name}, shown once:")
                 print(token)
                 return 0
+            if action == "secret":
+                return await _signing_secret(conn, user, rotate)
             count = await service.revoke_tokens(conn, user.id)
             print(f"revoked {count} token(s) of {user.name}")
             return 0
     finally:
         await engine.dispose()
+
+
+async def _signing_secret(conn: Any, user: service.User, rotate: bool) -> int:
+    try:
+        secret = await service.create_signing_secret(
+            conn, user.id, rotate=rotate, grace_secs=signing.ROTATION_GRACE_SECS
+        )
+    except service.SecretExists:
+        print(
+            f"notify-worker: {user.name} already has a signing secret; use --rotate",
+            file=sys.stderr,
+        )
+        return 1
+    if rotate:
+        print(f"rotated the signing secret of {user.name}; the old one signs for 24 h")
+    print(f"signing secret for {user.name}, shown once:")
+    print(secret)
+    return 0
 
 
 def serve(settings: Settings) -> int:

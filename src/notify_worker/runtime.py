@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import database
 from .config import Settings, load_settings
-from .delivery import Deliverer
+from .delivery import Deliverer, NameLookup, system_lookup
 from .events import EventHub
 from .worker import Worker
 
@@ -27,10 +27,17 @@ logger = logging.getLogger(__name__)
 
 class Runtime:
     def __init__(
-        self, settings: Settings | None = None, *, run_worker: bool = True
+        self,
+        settings: Settings | None = None,
+        *,
+        run_worker: bool = True,
+        lookup: NameLookup = system_lookup,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         self.run_worker = run_worker
+        # How target names become addresses, at creation and at send time;
+        # tests put a fixed table here so that no test ever asks real DNS.
+        self.lookup = lookup
         self.engine: AsyncEngine | None = None
         self.hub: EventHub | None = None
         self.deliverer: Deliverer | None = None
@@ -53,6 +60,7 @@ class Runtime:
                 allowed_networks=settings.allowed_networks,
                 excerpt_bytes=settings.response_excerpt_bytes,
                 max_connections=settings.max_concurrent * 2,
+                lookup=self.lookup,
             )
             await self.deliverer.start()
             self.worker = Worker(self.engine, self.hub, self.deliverer, settings)

@@ -16,13 +16,21 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .models import api_tokens, notify_attempts, notify_jobs, notify_workers, users
+from . import signing
+from .models import (
+    api_tokens,
+    notify_attempts,
+    notify_jobs,
+    notify_workers,
+    signing_secrets,
+    users,
+)
 from .status import JobStatus, sources_of
 
 SERVER_RESTARTED = "server restarted"
@@ -614,3 +622,54 @@ async def job_counts(conn: AsyncConnection) -> dict[str, int]:
         select(notify_jobs.c.status, func.count()).group_by(notify_jobs.c.status)
     )
     return {row[0]: row[1] for row in rows}
+
+
+# Signing secrets: each owner's current secret, and the one it replaced
+# while that one is within its grace period.
+
+
+class SecretExists(Exception):
+    """The owner already has a signing secret; rotate it instead."""
+
+
+async def create_signing_secret(
+    conn: AsyncConnection, user_id: int, *, rotate: bool, grace_secs: int
+) -> str:
+    """A new signing secret for the owner, returned once.
+
+    Rotating gives every secret still in use `grace_secs` more to live, so
+    the old and the new secret sign side by side until it runs out.
+    """
+    current = signing_secrets.c.expires_at.is_(None)
+    # Lock the owner so two rotations at once cannot leave two current secrets.
+    await conn.execute(
+        select(users.c.id).where(users.c.id == user_id).with_for_update()
+    )
+    live = await active_signing_secrets(conn, user_id)
+    if live and not rotate:
+        raise SecretExists(user_id)
+    if rotate:
+        await conn.execute(
+            update(signing_secrets)
+            .where(signing_secrets.c.user_id == user_id, current)
+            .values(expires_at=func.now() + timedelta(seconds=grace_secs))
+        )
+    secret = signing.new_secret()
+    await conn.execute(insert(signing_secrets).values(user_id=user_id, secret=secret))
+    return secret
+
+
+async def active_signing_secrets(conn: AsyncConnection, user_id: int) -> list[str]:
+    """The secrets that sign this owner's deliveries now, newest first."""
+    rows = await conn.scalars(
+        select(signing_secrets.c.secret)
+        .where(
+            signing_secrets.c.user_id == user_id,
+            or_(
+                signing_secrets.c.expires_at.is_(None),
+                signing_secrets.c.expires_at > func.now(),
+            ),
+        )
+        .order_by(signing_secrets.c.created_at.desc(), signing_secrets.c.id.desc())
+    )
+    return list(rows)

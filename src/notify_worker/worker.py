@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import service
+from . import service, signing
 from .config import Settings
 from .delivery import AttemptResult, Deliverer
 from .events import EventHub, StatusEvent
@@ -305,8 +305,9 @@ class Worker:
 
     async def _attempt(self, job: service.Job) -> None:
         try:
+            body = job.payload.encode()
             result = await self._deliverer.deliver(
-                job.target_url, job.payload.encode(), {"webhook-id": str(job.id)}
+                job.target_url, body, await self._delivery_headers(job, body)
             )
         except asyncio.CancelledError:
             reason = self._abort_reasons.pop(job.id, ABORT_SHUTDOWN)
@@ -318,6 +319,16 @@ class Worker:
             self._attempts.pop(job.id, None)
             self._abort_reasons.pop(job.id, None)
             self._semaphore.release()
+
+    async def _delivery_headers(self, job: service.Job, body: bytes) -> dict[str, str]:
+        # Read at each attempt, so a rotation applies to the next attempt;
+        # retried through an outage like the outcome write, so the job is
+        # never left running without an attempt.
+        keys = await self._retry_db(
+            "signing_secrets_read",
+            lambda conn: service.active_signing_secrets(conn, job.owner_id),
+        )
+        return signing.headers(str(job.id), body, keys)
 
     async def _record(self, job: service.Job, result: AttemptResult) -> None:
         attempt = service.Attempt(

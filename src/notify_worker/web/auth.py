@@ -1,14 +1,20 @@
 """Who is asking: bearer tokens for API clients, a signed cookie for browsers.
 
 The cookie holds only the id of the token the browser logged in with,
-signed; revoking the token ends the session. Forms sent with the cookie
-carry a CSRF token derived from it, which a bearer client never needs.
+signed; revoking the token ends the session. Every write sent with the
+cookie carries a CSRF token derived from it (a form field, or the
+X-CSRF-Token header), which a bearer client never needs. The login form
+has its own anti-forgery cookie, and failed logins are throttled per client.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -21,6 +27,7 @@ if TYPE_CHECKING:
 
 SESSION_COOKIE = "notify_session"
 SESSION_MAX_AGE = 14 * 24 * 3600
+LOGIN_COOKIE = "notify_login"
 
 
 class NotAuthenticated(Exception):
@@ -99,3 +106,102 @@ def check_csrf(request: Request, submitted: str | None) -> None:
     expected = csrf_token(request)
     if not submitted or not hmac.compare_digest(expected, submitted):
         raise CsrfFailed("missing or wrong CSRF token: reload the page and retry")
+
+
+def is_https(request: Request) -> bool:
+    """Whether the browser reached us over HTTPS, directly or via a proxy.
+
+    Trusting X-Forwarded-Proto here is safe: a forged header can only make
+    the cookie stricter (Secure), never weaker.
+    """
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0]
+    return request.url.scheme == "https" or forwarded.strip().lower() == "https"
+
+
+def login_form_key(request: Request) -> tuple[str, str]:
+    """The login form's anti-forgery cookie and the token its form echoes.
+
+    Without it, another site could post its own token to /login and have
+    the victim's browser work inside the attacker's account.
+    """
+    cookie = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
+    return cookie, _login_token(request, cookie)
+
+
+def _login_token(request: Request, cookie: str) -> str:
+    key = runtime_of(request).secret_key.encode()
+    return hmac.new(key, b"login:" + cookie.encode(), hashlib.sha256).hexdigest()
+
+
+def check_login_csrf(request: Request, submitted: str | None) -> None:
+    cookie = request.cookies.get(LOGIN_COOKIE)
+    expected = _login_token(request, cookie) if cookie else ""
+    if not expected or not submitted or not hmac.compare_digest(expected, submitted):
+        raise CsrfFailed("the login form has expired: reload the page and retry")
+
+
+class LoginThrottle:
+    """Slows down repeated failed logins, per client, in bounded memory.
+
+    Each login try counts as a failure until it succeeds, so guesses sent
+    in parallel count too. After `free_tries`, each further try must wait
+    twice as long as the one before, up to `max_delay`. At most
+    `max_clients` clients are remembered; the least recently seen go first.
+    """
+
+    def __init__(
+        self,
+        *,
+        free_tries: int = 3,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.free_tries = free_tries
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.max_clients = max_clients
+        self._clock = clock
+        # client -> (failures, monotonic time before which it must wait)
+        self._clients: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def begin(self, client: str) -> float:
+        """Count a try; the seconds to wait first, or 0 if it may go ahead."""
+        now = self._clock()
+        failures, not_before = self._clients.get(client, (0, 0.0))
+        if failures and now - not_before > self.max_delay * 2:
+            failures = 0
+        if now < not_before:
+            return not_before - now
+        failures += 1
+        self._remember(client, failures, now + self._delay(failures))
+        return 0.0
+
+    def succeeded(self, client: str) -> None:
+        self._clients.pop(client, None)
+
+    def _delay(self, failures: int) -> float:
+        if failures <= self.free_tries:
+            return 0.0
+        return min(
+            self.max_delay, self.base_delay * 2 ** (failures - self.free_tries - 1)
+        )
+
+    def _remember(self, client: str, failures: int, not_before: float) -> None:
+        self._clients[client] = (failures, not_before)
+        self._clients.move_to_end(client)
+        while len(self._clients) > self.max_clients:
+            self._clients.popitem(last=False)
+
+
+def login_throttle(request: Request) -> LoginThrottle:
+    """The application's throttle, made on first use."""
+    state = request.app.state
+    throttle = getattr(state, "notify_login_throttle", None)
+    if throttle is None:
+        throttle = state.notify_login_throttle = LoginThrottle()
+    return throttle

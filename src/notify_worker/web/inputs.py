@@ -7,21 +7,25 @@ act on; a request with any problem stores nothing.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
-import socket
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
+from yarl import URL
 
+from ..addresses import is_canonical, literal_address
 from ..config import IPNetwork, Settings
-from ..delivery import address_block_reason
+from ..delivery import BlockedAddress, NameLookup, resolve_target, system_lookup
 
 MAX_URL_LENGTH = 2048
 RESOLVE_TIMEOUT_SECS = 5.0
+# Whitespace and control characters: a URL that holds them is either a
+# paste error or an attempt at header or request smuggling.
+_UNSAFE_URL_CHARACTERS = re.compile(r"[\x00-\x20\x7f-\x9f]")
 
 
 class BodyTooLarge(Exception):
@@ -80,14 +84,18 @@ def body_limit(settings: Settings) -> int:
 
 
 async def check_job_input(
-    raw: dict[str, Any], settings: Settings, *, payload_is_text: bool
+    raw: dict[str, Any],
+    settings: Settings,
+    *,
+    payload_is_text: bool,
+    lookup: NameLookup = system_lookup,
 ) -> JobInput:
     errors = InputErrors()
     allowed = {"target_url", "payload", "max_attempts", "csrf_token"}
     for name in raw:
         if name not in allowed:
-            errors.add(name, f"unknown field {name!r}")
-    url = await _check_url(raw.get("target_url"), settings.allowed_networks, errors)
+            errors.add(str(name), f"unknown field {name!r}")
+    url = await _check_url(raw.get("target_url"), settings, lookup, errors)
     payload = _check_payload(raw, settings, errors, payload_is_text=payload_is_text)
     max_attempts = _check_attempts(raw.get("max_attempts"), errors)
     if errors.errors:
@@ -97,64 +105,84 @@ async def check_job_input(
 
 
 async def _check_url(
-    value: Any, allowed: Sequence[IPNetwork], errors: InputErrors
+    value: Any, settings: Settings, lookup: NameLookup, errors: InputErrors
 ) -> str | None:
-    if value is None or value == "":
-        errors.add("target_url", "this field is required")
-        return None
-    if not isinstance(value, str):
-        errors.add("target_url", "must be a string")
-        return None
-    url = value.strip()
-    if len(url) > MAX_URL_LENGTH:
-        errors.add("target_url", f"must be at most {MAX_URL_LENGTH} characters")
-        return None
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        errors.add("target_url", f"not a valid URL: {exc}")
-        return None
-    if parts.scheme not in {"http", "https"}:
-        errors.add("target_url", "must be an http:// or https:// URL")
-        return None
-    host = parts.hostname
-    if not host:
-        errors.add("target_url", "must name a host")
-        return None
-    reason = await _host_block_reason(host, port or 0, allowed)
-    if reason is not None:
-        errors.add("target_url", reason)
+    problem, url = _url_problem(value)
+    if problem is None:
+        assert url is not None
+        problem = await _host_problem(url, settings.allowed_networks, lookup)
+    if problem is not None:
+        errors.add("target_url", problem)
         return None
     return url
 
 
-async def _host_block_reason(
-    host: str, port: int, allowed: Sequence[IPNetwork]
-) -> str | None:
+def _url_problem(value: Any) -> tuple[str | None, str | None]:
+    """What is wrong with the URL's form, before any name is looked up."""
+    if value is None or value == "":
+        return "this field is required", None
+    if not isinstance(value, str):
+        return "must be a string", None
+    url = value.strip()
+    if len(url) > MAX_URL_LENGTH:
+        return f"must be at most {MAX_URL_LENGTH} characters", None
+    if _UNSAFE_URL_CHARACTERS.search(url) or not _is_utf8(url):
+        return "must not contain spaces or control characters", None
     try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        addresses = await _resolve(host, port)
-        if addresses is None:
-            return f"the host {host!r} does not resolve"
-    for address in addresses:
-        reason = address_block_reason(address, allowed)
-        if reason is not None:
-            return f"the host resolves to a {reason} address ({address}), which is not allowed"
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsing the port validates it)
+    except ValueError as exc:
+        return f"not a valid URL: {exc}", None
+    if parts.scheme.lower() not in {"http", "https"}:
+        return "must be an http:// or https:// URL", None
+    if not parts.hostname:
+        return "must name a host", None
+    return None, url
+
+
+async def _host_problem(
+    url: str, allowed: Sequence[IPNetwork], lookup: NameLookup
+) -> str | None:
+    parts = urlsplit(url)
+    host = URL(url).raw_host or ""
+    literal = literal_address(host)
+    if literal is not None and not is_canonical(host, literal):
+        return f"the host {parts.hostname} is a numeric spelling of {literal}: write the address as {literal}"
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECS):
+            await resolve_target(host, parts.port or 0, lookup, allowed)
+    except BlockedAddress as exc:
+        return f"{exc}, which is not allowed"
+    except (OSError, TimeoutError, UnicodeError, ValueError):
+        return f"the host {parts.hostname} does not resolve"
     return None
 
 
-async def _resolve(
-    host: str, port: int
-) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address] | None:
-    loop = asyncio.get_running_loop()
+def _is_utf8(text: str) -> bool:
     try:
-        async with asyncio.timeout(RESOLVE_TIMEOUT_SECS):
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, TimeoutError, UnicodeError):
-        return None
-    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Strict JSON: no NaN or Infinity, which no other JSON reader accepts."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range")
+    return number
 
 
 def _check_payload(
@@ -174,12 +202,19 @@ def _check_payload(
             return None
         text = value
         try:
-            json.loads(text)
+            parse_json(text)
         except ValueError as exc:
             errors.add("payload", f"not valid JSON: {exc}")
             return None
     else:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        except RecursionError:
+            errors.add("payload", "is nested too deeply")
+            return None
+    if not _is_utf8(text):
+        errors.add("payload", "must be Unicode text (it holds a lone surrogate)")
+        return None
     size = len(text.encode())
     if size > settings.max_payload_bytes:
         errors.add(

@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from ..delivery import redact_url
 from .auth import csrf_token
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -38,6 +39,8 @@ def _pretty_json(text: str) -> str:
 
 environment.filters["when"] = _when
 environment.filters["pretty_json"] = _pretty_json
+# Credentials an owner put in a target URL never reach a page.
+environment.filters["redact_url"] = redact_url
 
 
 def render(

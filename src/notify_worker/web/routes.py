@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,11 +22,17 @@ from starlette.responses import StreamingResponse
 from .. import service
 from ..events import RESYNC, StatusEvent
 from ..status import JobStatus, UnknownStatus
+from . import openapi
 from .auth import (
+    LOGIN_COOKIE,
     SESSION_COOKIE,
     SESSION_MAX_AGE,
     check_csrf,
+    check_login_csrf,
     current_owner,
+    is_https,
+    login_form_key,
+    login_throttle,
     runtime_of,
     session_cookie_value,
 )
@@ -33,9 +41,12 @@ from .inputs import (
     InputErrors,
     body_limit,
     check_job_input,
+    parse_json,
     read_body,
 )
 from .pages import render
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -101,7 +112,24 @@ def see_other(url: str) -> RedirectResponse:
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
 async def login_page(request: Request, next: str = "/notify") -> Response:
-    return render(request, "login.html", {"next": _safe_next(next), "error": None})
+    return _login_form(request, _safe_next(next), None, 200)
+
+
+def _login_form(
+    request: Request, next_url: str, error: str | None, status_code: int
+) -> Response:
+    cookie, token = login_form_key(request)
+    context = {"next": next_url, "error": error, "login_token": token}
+    response = render(request, "login.html", context, status_code)
+    response.set_cookie(
+        LOGIN_COOKIE,
+        cookie,
+        max_age=SESSION_MAX_AGE,
+        httponly=True,
+        samesite="lax",
+        secure=is_https(request),
+    )
+    return response
 
 
 @router.post("/login", include_in_schema=False)
@@ -109,12 +137,20 @@ async def login(request: Request) -> Response:
     runtime = runtime_of(request)
     try:
         body = await read_body(request, 8 * 1024)
-    except BodyTooLarge:
-        return render(
-            request, "login.html", {"next": "/notify", "error": "too large"}, 413
-        )
-    form = dict(parse_qsl(body.decode("utf-8", "replace"), max_num_fields=5))
+        form = dict(parse_qsl(body.decode(), max_num_fields=5, errors="strict"))
+    except (BodyTooLarge, ValueError):
+        return _login_form(request, "/notify", "That form is not valid.", 400)
     next_url = _safe_next(form.get("next", "/notify"))
+    check_login_csrf(request, form.get("login_token"))
+    client = request.client.host if request.client else "unknown"
+    throttle = login_throttle(request)
+    wait = throttle.begin(client)
+    if wait > 0:
+        response = _login_form(
+            request, next_url, "Too many failed logins: wait and retry.", 429
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
     token = form.get("token", "").strip()
     assert runtime.engine is not None
     found = None
@@ -122,10 +158,11 @@ async def login(request: Request) -> Response:
         async with runtime.engine.connect() as conn:
             found = await service.authenticate(conn, token)
     if found is None:
-        # Each wrong guess costs the guesser a second.
-        await asyncio.sleep(1.0)
-        context = {"next": next_url, "error": "That token is not valid."}
-        return render(request, "login.html", context, 401)
+        logger.warning(
+            "login failed", extra={"action": "login_failed", "client": client}
+        )
+        return _login_form(request, next_url, "That token is not valid.", 401)
+    throttle.succeeded(client)
     response = see_other(next_url)
     response.set_cookie(
         SESSION_COOKIE,
@@ -133,15 +170,17 @@ async def login(request: Request) -> Response:
         max_age=SESSION_MAX_AGE,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=is_https(request),
     )
     return response
 
 
 @router.post("/logout", include_in_schema=False)
-async def logout() -> Response:
+async def logout(request: Request) -> Response:
     response = see_other("/login")
-    response.delete_cookie(SESSION_COOKIE)
+    response.delete_cookie(
+        SESSION_COOKIE, httponly=True, samesite="lax", secure=is_https(request)
+    )
     return response
 
 
@@ -159,7 +198,10 @@ def _safe_next(value: str) -> str:
     status_code=201,
     openapi_extra=CREATE_BODY,
     summary="Create a notify job",
-    responses={303: {"description": "Form posts are sent to the job page"}},
+    responses={
+        201: openapi.ok("The job, created", openapi.JOB, html=False),
+        **openapi.responses(401, 403, 413, 415, 422, html=True),
+    },
 )
 async def create_job(
     request: Request, owner: service.User = Depends(current_owner)
@@ -170,9 +212,10 @@ async def create_job(
     raw: dict[str, Any] = {}
     try:
         raw = await _read_job_request(request, body_limit(settings), form)
-        if form:
-            check_csrf(request, raw.get("csrf_token"))
-        job_input = await check_job_input(raw, settings, payload_is_text=form)
+        check_csrf(request, _submitted_csrf(request, raw, form))
+        job_input = await check_job_input(
+            raw, settings, payload_is_text=form, lookup=runtime.lookup
+        )
     except InputErrors as exc:
         if form:
             context = await _list_context(request, owner, None, 1)
@@ -198,6 +241,14 @@ async def create_job(
     )
 
 
+def _submitted_csrf(request: Request, raw: dict[str, Any], form: bool) -> str | None:
+    # Forms carry it as a field; any other cookie-authenticated write (a
+    # script's fetch) sends it as a header, which no other site can set.
+    if form:
+        return raw.get("csrf_token")
+    return request.headers.get("x-csrf-token")
+
+
 async def _read_job_request(request: Request, limit: int, form: bool) -> dict[str, Any]:
     try:
         body = await read_body(request, limit)
@@ -214,7 +265,7 @@ async def _read_job_request(request: Request, limit: int, form: bool) -> dict[st
         errors.status_code = 415
         raise errors
     try:
-        data = json.loads(body)
+        data = parse_json(body)
     except ValueError as exc:
         errors = InputErrors()
         errors.add("body", f"not valid JSON: {exc}")
@@ -235,7 +286,12 @@ async def _parse_form(request: Request, body: bytes) -> dict[str, Any]:
                 key: value for key, value in parsed.items() if isinstance(value, str)
             }
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            max_num_fields=MAX_FORM_FIELDS,
+            errors="strict",
+        )
     except UnicodeDecodeError:
         errors.add("body", "the form is not UTF-8")
         raise errors from None
@@ -248,7 +304,14 @@ async def _parse_form(request: Request, body: bytes) -> dict[str, Any]:
     return dict(pairs)
 
 
-@router.get("/notify", summary="List your jobs, newest first")
+@router.get(
+    "/notify",
+    summary="List your jobs, newest first",
+    responses={
+        200: openapi.ok("One page of jobs", openapi.JOB_PAGE, html=True),
+        **openapi.responses(401, 422, html=True),
+    },
+)
 async def list_jobs(
     request: Request,
     status: str | None = Query(default=None, description="Only jobs in this status"),
@@ -335,7 +398,14 @@ async def _owned_job(
     return job
 
 
-@router.get("/notify/{job_id}", summary="One job, with its attempts")
+@router.get(
+    "/notify/{job_id}",
+    summary="One job, with its attempts",
+    responses={
+        200: openapi.ok("The job and its attempts", openapi.JOB, html=True),
+        **openapi.responses(401, 404, 422, html=True),
+    },
+)
 async def show_job(
     request: Request, job_id: uuid.UUID, owner: service.User = Depends(current_owner)
 ) -> Response:
@@ -353,7 +423,14 @@ async def show_job(
     )
 
 
-@router.post("/notify/{job_id}/cancel", summary="Cancel a pending or running job")
+@router.post(
+    "/notify/{job_id}/cancel",
+    summary="Cancel a pending or running job",
+    responses={
+        200: openapi.ok("The job, cancelled", openapi.JOB, html=False),
+        **openapi.responses(401, 403, 404, 409, 413, 422, html=True),
+    },
+)
 async def cancel_job(
     request: Request, job_id: uuid.UUID, owner: service.User = Depends(current_owner)
 ) -> Response:
@@ -364,7 +441,7 @@ async def cancel_job(
             raw = await _read_job_request(request, 8 * 1024, True)
         except InputErrors as exc:
             return JSONResponse(exc.to_json(), status_code=exc.status_code)
-        check_csrf(request, raw.get("csrf_token"))
+    check_csrf(request, _submitted_csrf(request, raw if form else {}, form))
     assert runtime.engine is not None
     try:
         async with runtime.engine.begin() as conn:
@@ -391,6 +468,7 @@ async def cancel_job(
     responses={
         200: {"content": {"text/event-stream": {}}},
         204: {"description": "Final event already seen"},
+        **openapi.responses(401, 404, 422, html=True),
     },
 )
 async def stream_job(
