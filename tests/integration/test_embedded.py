@@ -100,3 +100,44 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path) -> None:
     assert result.returncode == 2
     assert "NOTIFY_MAX_CONCURRENT='lots'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_user_names_and_bad_revisions_get_one_line_errors(tmp_path) -> None:
+    env = _env(tmp_path / "names", free_port())
+    assert _run(["migrate", "upgrade"], env).returncode == 0
+    for args, message in [
+        (["user", "create", ""], "must not be empty"),
+        (["user", "create", "x" * 101], "at most 100 characters"),
+        (["migrate", "upgrade", "zzz"], "Can't locate revision"),
+    ]:
+        result = _run(args, env)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+async def test_a_killed_process_does_not_keep_the_embedded_server_alive(
+    tmp_path,
+) -> None:
+    env = _env(tmp_path / "killed", free_port())
+    assert _run(["migrate", "upgrade"], env).returncode == 0
+    serve = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)
+        [sys.executable, "-m", "notify_worker", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pidfile = tmp_path / "killed" / "pgdata" / "postmaster.pid"
+    await eventually(lambda: _exists(pidfile), timeout=60)
+    await asyncio.sleep(1)
+    serve.kill()
+    serve.wait(10)
+    # The postmaster outlives a SIGKILLed process; the next command joins it,
+    # forgets the dead process, and being the last one out, stops the server.
+    result = await asyncio.to_thread(_run, ["user", "create", "after-kill"], env)
+    assert result.returncode == 0, result.stderr
+    assert not pidfile.exists()
+
+
+async def _exists(path) -> bool:
+    return path.exists()

@@ -48,3 +48,23 @@ def test_allowed_networks_parse_as_a_comma_list(
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1/128"),
     )
+
+
+def test_a_heartbeat_slower_than_half_the_stale_limit_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOTIFY_HEARTBEAT_SECS", "60")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "NOTIFY_WORKER_STALE_SECS" in str(caught.value)
+    assert "NOTIFY_HEARTBEAT_SECS" in str(caught.value)
+
+
+def test_log_level_ignores_case_and_nan_is_not_a_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOTIFY_LOG_LEVEL", "DEBUG")
+    assert load_settings().log_level == "debug"
+    monkeypatch.setenv("NOTIFY_TIMEOUT_SECS", "nan")
+    with pytest.raises(ConfigError, match="NOTIFY_TIMEOUT_SECS='nan'"):
+        load_settings()
