@@ -92,6 +92,8 @@ class AttemptResult:
     status_code: int | None
     error: str | None
     excerpt: bytes | None
+    # The target's Retry-After header, as sent: the worker interprets it.
+    retry_after: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -141,9 +143,12 @@ class Deliverer:
         clock = time.monotonic()
         status_code: int | None = None
         excerpt: bytes | None = None
+        retry_after: str | None = None
         try:
             async with asyncio.timeout(self.timeout_secs):
-                status_code, excerpt = await self._post(url, payload, headers)
+                status_code, excerpt, retry_after = await self._post(
+                    url, payload, headers
+                )
             error = _status_error(status_code)
         except TimeoutError:
             error = f"timeout after {_seconds(self.timeout_secs)}"
@@ -157,11 +162,12 @@ class Deliverer:
             status_code=status_code,
             error=error,
             excerpt=excerpt,
+            retry_after=retry_after,
         )
 
     async def _post(
         self, url: str, payload: bytes, headers: dict[str, str]
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, str | None]:
         assert self._session is not None, "Deliverer.start() was not awaited"
         async with self._session.post(
             url,
@@ -174,7 +180,7 @@ class Deliverer:
             excerpt = await response.content.read(self._excerpt_bytes)
             if not response.content.at_eof():
                 response.close()
-            return response.status, excerpt
+            return response.status, excerpt, response.headers.get("Retry-After")
 
 
 def _status_error(status: int) -> str | None:
