@@ -12,6 +12,7 @@ import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import aiohttp
@@ -98,10 +99,10 @@ async def _follow(
                 async for event_id, data in _events(response):
                     last_id = event_id or last_id
                     job = {**job, **data}
-                    line.show(job)
                     if job["status"] in TERMINAL:
                         line.end()
                         return job
+                    line.show(job)
         await asyncio.sleep(min(0.5 * 2**tries, 5.0))
     line.end()
     # The final event was seen before a drop, or the stream kept failing:
@@ -139,8 +140,8 @@ class StatusLine:
     def show(self, job: dict[str, Any]) -> None:
         text = f"{job['status']:<9} attempt {job['attempts']}/{job['max_attempts']}"
         if job.get("next_run_at") and job["status"] == "pending" and job["attempts"]:
-            text += f", next at {job['next_run_at']}"
-        if job.get("error_message") and job["status"] not in TERMINAL:
+            text += f", next at {_clock(job['next_run_at'])}"
+        if job.get("error_message"):
             text += f" (last error: {job['error_message']})"
         if self._live:
             self._out.write("\r\x1b[K" + text)
@@ -154,6 +155,11 @@ class StatusLine:
             self._out.write("\n")
             self._out.flush()
         self._shown = False
+
+
+def _clock(moment: str) -> str:
+    parsed = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return parsed.astimezone(UTC).strftime("%H:%M:%S UTC")
 
 
 def _reason(exc: BaseException) -> str:

@@ -189,6 +189,10 @@ def _rfc3339(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+# How every JSON answer spells a time; the event stream uses it too.
+rfc3339 = _rfc3339
+
+
 def _job_columns() -> list[Any]:
     return [column for column in notify_jobs.c if column.name in Job.__slots__]
 

@@ -170,17 +170,20 @@ async def test_a_retry_after_beyond_the_cap_is_cut_to_the_cap(
 async def test_the_stream_shows_attempts_and_the_next_run_through_a_retry(
     services: ServiceFactory, scripted: ScriptedTarget
 ) -> None:
-    svc = await services.start(retry_schedule="1s")
+    svc = await services.start(retry_schedule="2s")
     url = scripted.script("once", 500, 200)
     created = await svc.create(url, max_attempts=2)
 
     seen = []
+    as_json = []
     async with asyncio.timeout(20):
         async with svc.session.get(
             f"{svc.base_url}/notify/{created['id']}/stream", headers=svc.auth
         ) as response:
             async for event in iter_events(response):
                 seen.append(event.data)
+                if event.data["status"] == "pending" and event.data["attempts"]:
+                    as_json.append(await svc.job(created["id"]))
     steps = [(e["status"], e["attempts"], e["max_attempts"]) for e in seen]
 
     assert steps[-1] == ("success", 2, 2)
@@ -188,8 +191,12 @@ async def test_the_stream_shows_attempts_and_the_next_run_through_a_retry(
     waiting = [e for e in seen if e["status"] == "pending" and e["attempts"] == 1]
     assert waiting, steps
     assert waiting[0]["error_message"] == "HTTP 500 Internal Server Error"
-    assert waiting[0]["next_run_at"] is not None
     assert all(e["next_run_at"] is None for e in seen if e["status"] != "pending")
+    # The stream and the job JSON name the same next run, spelled alike.
+    assert as_json[0]["next_run_at"] == waiting[0]["next_run_at"]
+    answered = parse(as_json[0]["attempt_history"][0]["finished_at"])
+    wait = parse(waiting[0]["next_run_at"]) - answered
+    assert timedelta(seconds=1.6) <= wait <= timedelta(seconds=2.4)
 
 
 async def test_the_attempt_excerpt_is_bounded(
