@@ -7,48 +7,37 @@ from collections import defaultdict, deque
 
 from aiohttp import web
 
+from ..helpers import TargetServer
 
-class ScriptedTarget:
-    """POST /<name> answers the next scripted (status, headers, body) for that name.
+Answer = tuple[int, dict[str, str], bytes]
 
-    When a name's script runs out, its last answer repeats. Every request is
-    recorded with the time it arrived.
+
+class ScriptedTarget(TargetServer):
+    """POST /scripted/<name> answers the next scripted answer for that name.
+
+    An answer is a status, or (status, headers) or (status, headers, body).
+    When a name's script runs out, its last answer repeats. Each request's
+    arrival time is recorded by name.
     """
 
     def __init__(self) -> None:
-        self._scripts: dict[str, deque[tuple[int, dict[str, str], bytes]]] = {}
+        super().__init__()
+        self._scripts: dict[str, deque[Answer]] = {}
         self.arrivals: dict[str, list[float]] = defaultdict(list)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    def script(
-        self,
-        name: str,
-        *answers: int | tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes],
-    ) -> str:
-        queue = deque()
+    def script(self, name: str, *answers: int | tuple) -> str:
+        queue: deque[Answer] = deque()
         for answer in answers:
-            if isinstance(answer, int):
-                answer = (answer, {})
-            status, headers, *body = answer
+            status, headers, *body = (answer, {}) if isinstance(answer, int) else answer
             queue.append((status, headers, body[0] if body else b"answer"))
         self._scripts[name] = queue
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return self.url(f"/scripted/{name}")
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{name}", self._answer)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    def add_routes(self, app: web.Application) -> None:
+        super().add_routes(app)
+        app.router.add_post("/scripted/{name}", self._scripted)
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _answer(self, request: web.Request) -> web.Response:
+    async def _scripted(self, request: web.Request) -> web.Response:
         await request.read()
         name = request.match_info["name"]
         self.arrivals[name].append(time.monotonic())

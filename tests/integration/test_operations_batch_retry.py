@@ -2,12 +2,10 @@
 
 from typing import Any
 
-import asyncpg
 from sqlalchemy import URL
 
-from notify_worker import database
-
 from ..helpers import RunningService, ServiceFactory, TargetServer, eventually
+from .ops_helpers import count_jobs
 
 
 async def post(svc: RunningService, path: str, body: Any = None) -> tuple[int, Any]:
@@ -15,14 +13,6 @@ async def post(svc: RunningService, path: str, body: Any = None) -> tuple[int, A
         f"{svc.base_url}{path}", json=body, headers=svc.auth
     ) as response:
         return response.status, await response.json()
-
-
-async def count_jobs(db_url: URL) -> int:
-    conn = await asyncpg.connect(database.asyncpg_dsn(db_url))
-    try:
-        return await conn.fetchval("SELECT count(*) FROM notify_jobs")
-    finally:
-        await conn.close()
 
 
 async def _attempted(svc: RunningService, job_id: str) -> bool:

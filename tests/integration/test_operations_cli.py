@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notify_worker import service
 
-from .commands import run_command
+from .ops_helpers import run_command
 
 
 async def make_job(

@@ -9,6 +9,7 @@ from sqlalchemy import URL
 from notify_worker import database
 
 from ..helpers import RunningService, ServiceFactory, TargetServer
+from .ops_helpers import count_jobs
 
 
 async def post(
@@ -23,14 +24,6 @@ async def post(
         f"{svc.base_url}/notify", json=body, headers=headers
     ) as response:
         return response.status, await response.json(), response.headers.get("Location")
-
-
-async def count_jobs(db_url: URL) -> int:
-    conn = await asyncpg.connect(database.asyncpg_dsn(db_url))
-    try:
-        return await conn.fetchval("SELECT count(*) FROM notify_jobs")
-    finally:
-        await conn.close()
 
 
 async def test_the_same_key_twice_creates_one_job_and_answers_the_same(

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from notify_worker import service
 
 from ..helpers import TargetServer, eventually, spawn, wait_healthy
-from .commands import run_command
+from .ops_helpers import run_command
 
 
 async def new_token(engine: AsyncEngine) -> str:
@@ -23,13 +23,14 @@ async def test_send_follow_exits_0_on_success_and_1_on_failure(
     engine: AsyncEngine, db_url: URL, tmp_path: Path, target: TargetServer
 ) -> None:
     token = await new_token(engine)
-    proc = spawn(["serve"], db_url, tmp_path / "serve", NOTIFY_RETRY_SCHEDULE="300ms")
+    # Each job stays running or pending long enough for `send` to see it live.
+    proc = spawn(["serve"], db_url, tmp_path / "serve", NOTIFY_RETRY_SCHEDULE="2s")
     client = {"NOTIFY_URL": proc.base_url, "NOTIFY_TOKEN": token}
     try:
         await wait_healthy(proc)
 
         ok = await run_command(
-            ["send", target.url("/ok"), '{"via": "cli"}', "--follow"],
+            ["send", target.url("/slow/2"), '{"via": "cli"}', "--follow"],
             None,
             tmp_path,
             **client,

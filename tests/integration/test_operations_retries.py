@@ -187,7 +187,9 @@ async def test_the_stream_shows_attempts_and_the_next_run_through_a_retry(
     steps = [(e["status"], e["attempts"], e["max_attempts"]) for e in seen]
 
     assert steps[-1] == ("success", 2, 2)
-    assert ("running", 1, 2) in steps and ("running", 2, 2) in steps
+    # The first attempt may be over before the stream connects; the retry
+    # waits two seconds, so the stream sees it wait and run.
+    assert ("running", 2, 2) in steps
     waiting = [e for e in seen if e["status"] == "pending" and e["attempts"] == 1]
     assert waiting, steps
     assert waiting[0]["error_message"] == "HTTP 500 Internal Server Error"

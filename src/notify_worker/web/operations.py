@@ -19,14 +19,7 @@ from ..config import Settings
 from ..runtime import Runtime
 from .auth import current_owner, runtime_of
 from .inputs import InputErrors, JobInput, body_limit, check_job_input
-from .routes import (
-    checked_form,
-    conflict,
-    created_response,
-    job_url,
-    read_json_body,
-    see_other,
-)
+from .routes import created_response, job_action, read_json_body
 
 router = APIRouter()
 
@@ -144,22 +137,21 @@ async def retry_job(
     request: Request, job_id: uuid.UUID, owner: service.User = Depends(current_owner)
 ) -> Response:
     runtime = runtime_of(request)
-    try:
-        form = await checked_form(request)
-    except InputErrors as exc:
-        return JSONResponse(exc.to_json(), status_code=exc.status_code)
-    assert runtime.engine is not None
-    try:
-        async with runtime.engine.begin() as conn:
-            job = await service.retry_job(conn, job_id, owner.id)
-    except service.InvalidTransition as exc:
-        if form:
-            return see_other(job_url(job_id))
-        detail = f"only a failed or cancelled job can be retried; this one is {exc.job.status}"
-        return conflict(detail, exc.job)
-    runtime.metrics.job_created()
-    runtime.wake(job.id)
-    return created_response(job, form)
+
+    def answer(job: service.Job, form: bool) -> Response:
+        runtime.metrics.job_created()
+        runtime.wake(job.id)
+        return created_response(job, form)
+
+    return await job_action(
+        request,
+        job_id,
+        lambda conn: service.retry_job(conn, job_id, owner.id),
+        lambda job: (
+            f"only a failed or cancelled job can be retried; this one is {job.status}"
+        ),
+        answer,
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import StreamingResponse
 
 from .. import service
@@ -436,6 +437,33 @@ async def cancel_job(
     request: Request, job_id: uuid.UUID, owner: service.User = Depends(current_owner)
 ) -> Response:
     runtime = runtime_of(request)
+
+    def answer(job: service.Job, form: bool) -> Response:
+        runtime.metrics.job_finished(job.status)
+        return see_other(job_url(job.id)) if form else JSONResponse(job.to_json())
+
+    return await job_action(
+        request,
+        job_id,
+        lambda conn: service.cancel_job(conn, job_id, owner.id),
+        lambda job: f"the job is already {job.status}",
+        answer,
+    )
+
+
+async def job_action(
+    request: Request,
+    job_id: uuid.UUID,
+    act: Callable[[AsyncConnection], Awaitable[service.Job]],
+    refusal: Callable[[service.Job], str],
+    answer: Callable[[service.Job, bool], Response],
+) -> Response:
+    """A write on one job, from a form or an API client, in one transaction.
+
+    A refused change sends a form back to the job page and answers an API
+    client 409 with the reason and the job as it is.
+    """
+    runtime = runtime_of(request)
     try:
         form = await checked_form(request)
     except InputErrors as exc:
@@ -443,15 +471,12 @@ async def cancel_job(
     assert runtime.engine is not None
     try:
         async with runtime.engine.begin() as conn:
-            job = await service.cancel_job(conn, job_id, owner.id)
+            job = await act(conn)
     except service.InvalidTransition as exc:
         if form:
             return see_other(job_url(job_id))
-        return conflict(f"the job is already {exc.job.status}", exc.job)
-    runtime.metrics.job_finished(job.status)
-    if form:
-        return see_other(job_url(job.id))
-    return JSONResponse(job.to_json())
+        return conflict(refusal(exc.job), exc.job)
+    return answer(job, form)
 
 
 async def checked_form(request: Request) -> bool:

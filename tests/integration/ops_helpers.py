@@ -1,4 +1,4 @@
-"""Run `python -m notify_worker ...` as a real process and collect its output."""
+"""Helpers for the operations tests: commands as real processes, table counts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 from sqlalchemy import URL
+
+from notify_worker import database
 
 
 @dataclass
@@ -44,3 +47,11 @@ async def run_command(
         raise
     assert process.returncode is not None
     return Finished(process.returncode, out.decode(), err.decode())
+
+
+async def count_jobs(db_url: URL) -> int:
+    conn = await asyncpg.connect(database.asyncpg_dsn(db_url))
+    try:
+        return await conn.fetchval("SELECT count(*) FROM notify_jobs")
+    finally:
+        await conn.close()
