@@ -72,10 +72,10 @@ async def _create(
     http: aiohttp.ClientSession, base: str, body: dict[str, Any]
 ) -> dict[str, Any]:
     async with http.post(f"{base}/notify", json=body) as response:
-        answer = await response.json(content_type=None)
-        if response.status not in {200, 201}:
+        if response.status != 201:
+            answer = (await response.text())[:500]
             raise ClientError(f"the service answered {response.status}: {answer}")
-        return answer
+        return await response.json()
 
 
 async def _follow(
