@@ -72,15 +72,19 @@ class TargetServer:
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/ok", self._ok)
-        app.router.add_post("/status/{code}", self._status)
-        app.router.add_post("/slow/{seconds}", self._slow)
-        app.router.add_post("/hang", self._hang)
+        self.add_routes(app)
         self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def add_routes(self, app: web.Application) -> None:
+        """The paths this target answers; a subclass may add its own."""
+        app.router.add_post("/ok", self._ok)
+        app.router.add_post("/status/{code}", self._status)
+        app.router.add_post("/slow/{seconds}", self._slow)
+        app.router.add_post("/hang", self._hang)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -1,23 +1,29 @@
-"""The commands: serve, worker, migrate, user."""
+"""The commands: serve, worker, migrate, user, jobs, prune, send."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import alembic.util
 import asyncpg
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import database, logs, service, signing
-from .config import ConfigError, Settings, load_settings
+from . import admin, client, database, logs, service, signing
+from .config import ConfigError, Settings, load_settings, parse_duration
 from .runtime import Runtime
+from .status import JobStatus, UnknownStatus
 
 logger = logging.getLogger("notify_worker.cli")
 
@@ -57,11 +63,78 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace the secret; the old one keeps signing for 24 hours",
     )
+
+    _add_job_commands(commands)
+    _add_send_command(commands)
     return parser
+
+
+def _add_job_commands(commands: Any) -> None:
+    jobs = commands.add_parser("jobs", help="inspect and act on every owner's jobs")
+    actions = jobs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the newest jobs, as a table")
+    listing.add_argument("--status", help="only jobs in this status")
+    listing.add_argument("--owner", help="only this owner's jobs (by name)")
+    listing.add_argument("--limit", type=int, default=50)
+    for name, text in (
+        ("show", "one job and its attempts"),
+        ("cancel", "cancel a pending or running job"),
+        ("retry", "a new job from a failed or cancelled one"),
+    ):
+        actions.add_parser(name, help=text).add_argument("job_id", type=uuid.UUID)
+
+    prune = commands.add_parser(
+        "prune", help="delete finished jobs and their attempts, in batches"
+    )
+    prune.add_argument(
+        "--older-than",
+        required=True,
+        type=_duration,
+        metavar="DURATION",
+        help="finished longer ago than this: 30d, 12h, 90m",
+    )
+    prune.add_argument("--batch-size", type=int, default=500)
+
+
+def _add_send_command(commands: Any) -> None:
+    send = commands.add_parser("send", help="create a job through the HTTP API")
+    send.add_argument("url", help="the target URL")
+    send.add_argument("payload", type=_json, help="the payload, as JSON text")
+    send.add_argument(
+        "--follow", action="store_true", help="watch the job until it ends"
+    )
+    send.add_argument(
+        "--server",
+        default=os.environ.get("NOTIFY_URL", "http://127.0.0.1:8000"),
+        help="the service's URL (default: $NOTIFY_URL or http://127.0.0.1:8000)",
+    )
+    send.add_argument(
+        "--token",
+        default=os.environ.get("NOTIFY_TOKEN"),
+        help="an API token (default: $NOTIFY_TOKEN)",
+    )
+    send.add_argument("--max-attempts", type=int)
+    send.add_argument("--idempotency-key")
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return timedelta(seconds=parse_duration(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "send":
+        return run_send(args)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -75,6 +148,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_worker(settings))
         if args.command == "migrate":
             return migrate(settings, args.direction, args.revision)
+        if args.command == "jobs":
+            return asyncio.run(with_engine(settings, _job_command(args)))
+        if args.command == "prune":
+            return asyncio.run(
+                with_engine(
+                    settings,
+                    lambda engine: admin.prune(
+                        engine, args.older_than, max(1, args.batch_size)
+                    ),
+                )
+            )
         rotate = getattr(args, "rotate", False)
         return asyncio.run(manage_user(settings, args.action, args.name, rotate))
     except (ConfigError, database.SchemaOutOfDate) as exc:
@@ -90,6 +174,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         cause = getattr(exc, "orig", None) or exc
         print(f"notify-worker: database error: {cause}", file=sys.stderr)
         return 1
+
+
+def run_send(args: argparse.Namespace) -> int:
+    """`send` needs no database: only the service's URL and a token."""
+    if not args.token:
+        print("notify-worker: set NOTIFY_TOKEN or pass --token", file=sys.stderr)
+        return client.EXIT_REFUSED
+    return asyncio.run(
+        client.send(
+            args.server,
+            args.token,
+            args.url,
+            args.payload,
+            follow=args.follow,
+            max_attempts=args.max_attempts,
+            idempotency_key=args.idempotency_key,
+        )
+    )
+
+
+def _job_command(args: argparse.Namespace) -> Callable[[AsyncEngine], Awaitable[int]]:
+    if args.action == "list":
+        try:
+            status = JobStatus.parse(args.status) if args.status else None
+        except UnknownStatus as exc:
+            raise ConfigError(str(exc)) from None
+        return lambda engine: admin.list_jobs(
+            engine, status, args.owner, max(1, args.limit)
+        )
+    action = {
+        "show": admin.show_job,
+        "cancel": admin.cancel_job,
+        "retry": admin.retry_job,
+    }[args.action]
+    return lambda engine: action(engine, args.job_id)
+
+
+async def with_engine(
+    settings: Settings, command: Callable[[AsyncEngine], Awaitable[int]]
+) -> int:
+    """Run an operator command on a small engine, after checking the schema."""
+    engine = database.create_engine(database.database_url(settings), pool_size=1)
+    try:
+        await database.check_schema(engine)
+        return await command(engine)
+    finally:
+        await engine.dispose()
 
 
 def migrate(settings: Settings, direction: str, revision: str) -> int:
@@ -192,8 +323,15 @@ def serve(settings: Settings) -> int:
     # normally then, so atexit hooks (the embedded database's stop) run.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: sys.exit(0))
-    print(
-        f"notify-worker serving on http://{settings.host}:{settings.port}", flush=True
+    logger.info(
+        "notify-worker serving on http://%s:%s",
+        settings.host,
+        settings.port,
+        extra={
+            "action": "serve_starting",
+            "host": settings.host,
+            "port": settings.port,
+        },
     )
     server.run()
     return 0 if server.started else 1
@@ -232,9 +370,12 @@ async def run_worker(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
-    print(
-        f"notify-worker worker {runtime.worker.id if runtime.worker else ''} running",
-        flush=True,
+    logger.info(
+        "notify-worker worker running",
+        extra={
+            "action": "worker_process_running",
+            "worker_id": str(runtime.worker.id) if runtime.worker else None,
+        },
     )
     try:
         await stop.wait()

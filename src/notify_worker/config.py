@@ -7,6 +7,7 @@ error that names the variable, so a typo cannot hide.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -14,6 +15,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 
 
 class ConfigError(Exception):
@@ -35,6 +40,12 @@ class Settings(BaseSettings):
     timeout_secs: float = Field(default=30.0, gt=0, le=3600)
     queue_size: int = Field(default=100, ge=1, le=1_000_000)
     max_attempts: int = Field(default=1, ge=1, le=100)
+    # Waits before the second, third, ... attempt; the last one repeats.
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=DEFAULT_RETRY_SCHEDULE, validate_default=True
+    )
+    # A target's Retry-After is honoured up to this many seconds.
+    retry_after_cap_secs: float = Field(default=3600.0, ge=0, le=7 * 86_400)
     allowed_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -59,6 +70,16 @@ class Settings(BaseSettings):
             return tuple(ipaddress.ip_network(word, strict=False) for word in words)
         except ValueError as exc:
             raise ValueError(f"not a list of CIDR networks: {exc}") from None
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        words = [word.strip() for word in value.split(",")]
+        if not all(words):
+            raise ValueError("a comma-separated list of durations such as 5s,5m,2h")
+        return tuple(parse_duration(word) for word in words)
 
     @field_validator("database_url")
     @classmethod
@@ -89,6 +110,15 @@ class Settings(BaseSettings):
     @property
     def embedded_database(self) -> bool:
         return self.database_url is None
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `500ms`, `5s`, `5m`, `2h`, `30d` or a bare number of seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration such as 5s, 5m, 2h or 30d")
+    number, unit = match.groups()
+    return float(number) * DURATION_UNITS[unit or "s"]
 
 
 def load_settings(**overrides: object) -> Settings:

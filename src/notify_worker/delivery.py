@@ -132,6 +132,8 @@ class AttemptResult:
     status_code: int | None
     error: str | None
     excerpt: bytes | None
+    # The target's Retry-After header, as sent: the worker interprets it.
+    retry_after: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -183,9 +185,12 @@ class Deliverer:
         clock = time.monotonic()
         status_code: int | None = None
         excerpt: bytes | None = None
+        retry_after: str | None = None
         try:
             async with asyncio.timeout(self.timeout_secs):
-                status_code, excerpt = await self._post(url, payload, headers)
+                status_code, excerpt, retry_after = await self._post(
+                    url, payload, headers
+                )
             error = _status_error(status_code)
         except TimeoutError:
             error = f"timeout after {_seconds(self.timeout_secs)}"
@@ -199,11 +204,12 @@ class Deliverer:
             status_code=status_code,
             error=error,
             excerpt=excerpt,
+            retry_after=retry_after,
         )
 
     async def _post(
         self, url: str, payload: bytes, headers: dict[str, str]
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, str | None]:
         assert self._session is not None, "Deliverer.start() was not awaited"
         self._check_literal(url)
         async with self._session.post(
@@ -212,7 +218,11 @@ class Deliverer:
             headers={"Content-Type": "application/json", **headers},
             allow_redirects=False,
         ) as response:
-            return response.status, await self._read_excerpt(response)
+            return (
+                response.status,
+                await self._read_excerpt(response),
+                response.headers.get("Retry-After"),
+            )
 
     def _check_literal(self, url: str) -> None:
         # aiohttp connects to an IP literal without asking the resolver.

@@ -17,11 +17,12 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from .service import Job
+from .service import Job, rfc3339
 from .status import JobStatus
 
 logger = logging.getLogger(__name__)
@@ -79,9 +80,18 @@ class StatusEvent:
             "error_message": self.error_message,
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
-            "next_run_at": self.run_at if self.status is JobStatus.PENDING else None,
+            "next_run_at": _same_as_job_json(self.run_at)
+            if self.status is JobStatus.PENDING
+            else None,
             "version": self.version,
         }
+
+
+def _same_as_job_json(moment: str | None) -> str | None:
+    """PostgreSQL's JSON spelling of a time, written as the job JSON writes it."""
+    if moment is None:
+        return None
+    return rfc3339(datetime.fromisoformat(moment))
 
 
 class Resync:

@@ -145,6 +145,18 @@ notify_jobs = Table(
         "worker_id",
         postgresql_where=text("status = 'running'"),
     ),
+    # Retention deletes finished jobs oldest first (migration 0002).
+    Index(
+        "notify_jobs_finished_at_idx",
+        "finished_at",
+        postgresql_where=text("status IN ('success', 'failed', 'cancelled')"),
+    ),
+    # Deleting a job sets retry_of to NULL in its retries: find them fast.
+    Index(
+        "notify_jobs_retry_of_idx",
+        "retry_of",
+        postgresql_where=text("retry_of IS NOT NULL"),
+    ),
 )
 
 notify_attempts = Table(

@@ -20,6 +20,7 @@ from . import database
 from .config import Settings, load_settings
 from .delivery import Deliverer, NameLookup, system_lookup
 from .events import EventHub
+from .metrics import Metrics
 from .worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Runtime:
         self.hub: EventHub | None = None
         self.deliverer: Deliverer | None = None
         self.worker: Worker | None = None
+        self.metrics = Metrics()
         self.secret_key = ""
 
     async def start(self) -> None:
@@ -63,8 +65,11 @@ class Runtime:
                 lookup=self.lookup,
             )
             await self.deliverer.start()
-            self.worker = Worker(self.engine, self.hub, self.deliverer, settings)
+            self.worker = Worker(
+                self.engine, self.hub, self.deliverer, settings, self.metrics
+            )
             await self.worker.start()
+        self.metrics.bind(self.engine, self.hub, self.worker)
 
     async def stop(self) -> None:
         if self.worker is not None:

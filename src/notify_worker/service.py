@@ -14,12 +14,13 @@ import hmac
 import json
 import secrets
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, delete, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import signing
@@ -35,10 +36,22 @@ from .status import JobStatus, sources_of
 
 SERVER_RESTARTED = "server restarted"
 TOKEN_BYTES = 32
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+RETRYABLE_BY_HAND = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 class NotFound(Exception):
     """No such job, or one that belongs to another owner."""
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was first used for a different request."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"the Idempotency-Key {key!r} was already used with a different request"
+        )
+        self.key = key
 
 
 class InvalidTransition(Exception):
@@ -73,10 +86,14 @@ class Job:
     finished_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    retry_of: uuid.UUID | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
-        values = dict(row._mapping)
+        # A row may carry more than the job (an owner's name, a fingerprint).
+        values = {
+            key: row._mapping[key] for key in cls.__slots__ if key in row._mapping
+        }
         values["status"] = JobStatus.parse(values["status"])
         return cls(**values)
 
@@ -98,6 +115,44 @@ class Job:
             "finished_at": _rfc3339(self.finished_at),
             "created_at": _rfc3339(self.created_at),
             "updated_at": _rfc3339(self.updated_at),
+            "retry_of": None if self.retry_of is None else str(self.retry_of),
+        }
+
+    def as_created(self) -> Job:
+        """The job as its create request returned it, whatever happened since.
+
+        A new row takes its run time, creation and update times from the
+        same transaction clock and its counters from column defaults, so
+        they can be set back exactly.
+        """
+        return replace(
+            self,
+            status=JobStatus.PENDING,
+            error_message=None,
+            attempts=0,
+            run_at=self.created_at,
+            worker_id=None,
+            version=1,
+            started_at=None,
+            finished_at=None,
+            updated_at=self.created_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What a create request asks for, once checked."""
+
+    target_url: str
+    payload: str
+    max_attempts: int = 1
+
+    def values(self, owner_id: int) -> dict[str, Any]:
+        return {
+            "owner_id": owner_id,
+            "target_url": self.target_url,
+            "payload": self.payload,
+            "max_attempts": self.max_attempts,
         }
 
 
@@ -140,6 +195,10 @@ def _rfc3339(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# How every JSON answer spells a time; the event stream uses it too.
+rfc3339 = _rfc3339
 
 
 def _job_columns() -> list[Any]:
@@ -673,3 +732,186 @@ async def active_signing_secrets(conn: AsyncConnection, user_id: int) -> list[st
         .order_by(signing_secrets.c.created_at.desc(), signing_secrets.c.id.desc())
     )
     return list(rows)
+
+
+# Operations: idempotent and batch creates, manual retries, retention, figures.
+
+
+def request_fingerprint(
+    target_url: str, payload: str, max_attempts: int | None
+) -> bytes:
+    """A digest of what a create request asked for, to compare repeats with."""
+    canonical = json.dumps([target_url, payload, max_attempts], ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+async def create_job_once(
+    conn: AsyncConnection, owner_id: int, new: NewJob, key: str, fingerprint: bytes
+) -> tuple[Job, bool]:
+    """The job this owner's key names: created now (True) or the first time.
+
+    A replay returns the job as its first create answered it. A key older
+    than the window is released first, so its reuse creates a new job. Two
+    requests racing with one key meet at the unique index: the second waits
+    for the first to commit, inserts nothing and reads the first one's job.
+    """
+    owned_key = (notify_jobs.c.owner_id == owner_id) & (
+        notify_jobs.c.idempotency_key == key
+    )
+    await conn.execute(
+        update(notify_jobs)
+        .where(owned_key, notify_jobs.c.created_at < func.now() - IDEMPOTENCY_WINDOW)
+        .values(idempotency_key=None)
+    )
+    inserted = (
+        await conn.execute(
+            pg_insert(notify_jobs)
+            .values(
+                **new.values(owner_id),
+                idempotency_key=key,
+                request_fingerprint=fingerprint,
+            )
+            .on_conflict_do_nothing(
+                index_elements=["owner_id", "idempotency_key"],
+                index_where=notify_jobs.c.idempotency_key.is_not(None),
+            )
+            .returning(*_job_columns())
+        )
+    ).first()
+    if inserted is not None:
+        return Job.from_row(inserted), True
+    first = (
+        await conn.execute(
+            select(notify_jobs.c.request_fingerprint, *_job_columns()).where(owned_key)
+        )
+    ).one()
+    if first.request_fingerprint != fingerprint:
+        raise IdempotencyConflict(key)
+    return Job.from_row(first).as_created(), False
+
+
+async def create_jobs(
+    conn: AsyncConnection, owner_id: int, jobs: Sequence[NewJob]
+) -> list[Job]:
+    """Insert every job in one statement, returned in the order given."""
+    rows = await conn.execute(
+        insert(notify_jobs).returning(*_job_columns(), sort_by_parameter_order=True),
+        [job.values(owner_id) for job in jobs],
+    )
+    return [Job.from_row(row) for row in rows]
+
+
+async def retry_job(
+    conn: AsyncConnection, job_id: uuid.UUID, owner_id: int | None = None
+) -> Job:
+    """A new pending job with a failed or cancelled job's target and payload.
+
+    The original stays as it ended; the new one points back at it. Raises
+    NotFound for a job the owner cannot see (owner None: an operator) and
+    InvalidTransition for a job that is not failed or cancelled.
+    """
+    original = await get_job(conn, job_id, owner_id)
+    if original is None:
+        raise NotFound(job_id)
+    if original.status not in RETRYABLE_BY_HAND:
+        raise InvalidTransition(original, JobStatus.PENDING)
+    new = NewJob(original.target_url, original.payload, original.max_attempts)
+    row = (
+        await conn.execute(
+            insert(notify_jobs)
+            .values(**new.values(original.owner_id), retry_of=original.id)
+            .returning(*_job_columns())
+        )
+    ).one()
+    return Job.from_row(row)
+
+
+async def prune_batch(
+    conn: AsyncConnection, older_than: timedelta, limit: int
+) -> tuple[int, int]:
+    """Delete up to `limit` jobs finished before the cutoff, and their attempts.
+
+    Only terminal jobs qualify, oldest first; the caller commits after each
+    batch so no transaction holds many row locks for long. Returns the
+    numbers of jobs and attempts deleted.
+    """
+    terminal = [status.value for status in JobStatus if status.is_terminal]
+    ids = list(
+        await conn.scalars(
+            select(notify_jobs.c.id)
+            .where(
+                notify_jobs.c.status.in_(terminal),
+                notify_jobs.c.finished_at < func.now() - older_than,
+            )
+            .order_by(notify_jobs.c.finished_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not ids:
+        return 0, 0
+    attempts = await conn.execute(
+        delete(notify_attempts).where(notify_attempts.c.job_id.in_(ids))
+    )
+    jobs = await conn.execute(
+        delete(notify_jobs).where(
+            notify_jobs.c.id.in_(ids), notify_jobs.c.status.in_(terminal)
+        )
+    )
+    return jobs.rowcount, attempts.rowcount
+
+
+async def jobs_for_operator(
+    conn: AsyncConnection,
+    *,
+    owner_name: str | None = None,
+    status: JobStatus | None = None,
+    limit: int = 50,
+) -> list[tuple[Job, str]]:
+    """The newest jobs of every owner (or one), with each owner's name."""
+    query = (
+        select(*_job_columns(), users.c.name.label("owner_name"))
+        .join(users, users.c.id == notify_jobs.c.owner_id)
+        .order_by(notify_jobs.c.created_at.desc(), notify_jobs.c.id.desc())
+        .limit(limit)
+    )
+    if owner_name is not None:
+        query = query.where(users.c.name == owner_name)
+    if status is not None:
+        query = query.where(notify_jobs.c.status == status.value)
+    rows = await conn.execute(query)
+    return [(Job.from_row(row), row.owner_name) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class TableFigures:
+    """What the jobs table holds now, for /metrics."""
+
+    counts: dict[str, int]
+    pending_due: int
+    oldest_due_age_secs: float
+
+
+async def table_figures(conn: AsyncConnection) -> TableFigures:
+    counts = await job_counts(conn)
+    due = (
+        await conn.execute(
+            select(
+                func.count(),
+                func.extract("epoch", func.now() - func.min(notify_jobs.c.run_at)),
+            ).where(
+                notify_jobs.c.status == JobStatus.PENDING.value,
+                notify_jobs.c.run_at <= func.now(),
+            )
+        )
+    ).one()
+    return TableFigures(
+        counts={status.value: counts.get(status.value, 0) for status in JobStatus},
+        pending_due=due[0],
+        oldest_due_age_secs=float(due[1] or 0.0),
+    )
+
+
+async def ping(conn: AsyncConnection) -> None:
+    """A round trip to the database, for readiness checks."""
+    await conn.execute(text("SELECT 1"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import logging
 import os
 import random
@@ -27,6 +28,7 @@ from . import service, signing
 from .config import Settings
 from .delivery import AttemptResult, Deliverer
 from .events import EventHub, StatusEvent
+from .metrics import Metrics
 from .status import JobStatus
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,11 @@ ABORT_CANCELLED = "cancelled"
 ABORT_LOST = "lost"
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
-RETRY_SCHEDULE_SECS = (5, 300, 1800, 7200, 18000, 36000, 36000)
+# The answers whose Retry-After says when to come back (RFC 9110, 10.2.3).
+RETRY_AFTER_STATUS = frozenset({429, 503})
+# Failures without an answer that another try cannot change.
+FINAL_ERRORS = ("blocked address", "invalid URL")
+JITTER = 0.2
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -72,15 +78,50 @@ def process_alive(pid: int, started: int | None) -> bool:
 
 
 def is_retryable(result: AttemptResult) -> bool:
+    """Timeouts, connection errors, 5xx, 408 and 429 may pass on another try.
+
+    Any other answer (a 4xx, a redirect) and a blocked address are final.
+    """
     if result.status_code is None:
-        return not (result.error or "").startswith("blocked address")
+        return not (result.error or "").startswith(FINAL_ERRORS)
     return result.status_code in RETRYABLE_STATUS
 
 
-def retry_delay(attempt: int) -> timedelta:
-    """The wait before attempt `attempt + 1`, with 20% jitter either way."""
-    base = RETRY_SCHEDULE_SECS[min(attempt, len(RETRY_SCHEDULE_SECS)) - 1]
-    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+def retry_delay(
+    attempt: int,
+    result: AttemptResult,
+    schedule: tuple[float, ...],
+    retry_after_cap_secs: float,
+) -> timedelta:
+    """The wait after attempt number `attempt` failed.
+
+    The schedule's step for that attempt (its last step repeats), with 20%
+    jitter either way so jobs that failed together do not return together.
+    A Retry-After on a 429 or 503 lengthens the wait to what the target
+    asked, up to the cap: a target cannot park a job for a month.
+    """
+    base = schedule[min(attempt, len(schedule)) - 1]
+    delay = base * random.uniform(1 - JITTER, 1 + JITTER)
+    asked = retry_after_secs(result)
+    if asked is not None:
+        delay = max(delay, min(asked, retry_after_cap_secs))
+    return timedelta(seconds=delay)
+
+
+def retry_after_secs(result: AttemptResult) -> float | None:
+    """Seconds from the answer that its Retry-After asks for, if it may ask."""
+    if result.status_code not in RETRY_AFTER_STATUS or not result.retry_after:
+        return None
+    value = result.retry_after.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - result.finished_at).total_seconds())
 
 
 class Worker:
@@ -90,6 +131,7 @@ class Worker:
         hub: EventHub,
         deliverer: Deliverer,
         settings: Settings,
+        metrics: Metrics | None = None,
     ) -> None:
         self.id = uuid.uuid4()
         self.hostname = socket.gethostname()
@@ -97,6 +139,7 @@ class Worker:
         self._hub = hub
         self._deliverer = deliverer
         self._settings = settings
+        self._metrics = metrics if metrics is not None else Metrics()
         self._semaphore = asyncio.Semaphore(settings.max_concurrent)
         self._wakeups: asyncio.Queue[uuid.UUID | None] = asyncio.Queue(
             settings.queue_size
@@ -344,13 +387,21 @@ class Worker:
         retry = (
             not result.ok and job.attempts < job.max_attempts and is_retryable(result)
         )
+        run_at = None
+        if retry:
+            delay = retry_delay(
+                job.attempts,
+                result,
+                self._settings.retry_schedule,
+                self._settings.retry_after_cap_secs,
+            )
+            run_at = datetime.now(UTC) + delay
 
         async def write(conn: Any) -> service.Job | None:
             await service.record_attempt(conn, attempt, self.id)
             if result.ok:
                 return await service.mark_success(conn, job.id, self.id)
-            if retry:
-                run_at = datetime.now(UTC) + retry_delay(job.attempts)
+            if run_at is not None:
                 return await service.release_job(
                     conn, job.id, self.id, run_at=run_at, message=result.error
                 )
@@ -358,6 +409,15 @@ class Worker:
             return await service.mark_failed(conn, job.id, self.id, result.error)
 
         updated = await self._retry_db("attempt_record", write)
+        self._metrics.attempt_done(result.duration_ms, result.ok)
+        if updated is not None and updated.status.is_terminal:
+            self._metrics.job_finished(updated.status)
+        self._log_outcome(job, result, updated)
+
+    def _log_outcome(
+        self, job: service.Job, result: AttemptResult, updated: service.Job | None
+    ) -> None:
+        """The one canonical line per attempt, at the level its outcome deserves."""
         fields = {
             "job_id": str(job.id),
             "owner_id": job.owner_id,
@@ -377,13 +437,14 @@ class Worker:
             logger.info(
                 "attempt succeeded", extra={"action": "attempt_succeeded", **fields}
             )
-        elif retry:
+        elif updated.status is JobStatus.PENDING:
             logger.warning(
                 "attempt failed, will retry: %s",
                 result.error,
                 extra={
                     "action": "attempt_retry_scheduled",
                     "error": result.error,
+                    "next_run_at": updated.run_at.isoformat(),
                     **fields,
                 },
             )
@@ -469,6 +530,8 @@ class Worker:
                 conn, gone, include_unregistered=unregistered
             )
         for job in jobs:
+            if job.status.is_terminal:
+                self._metrics.job_finished(job.status)
             logger.warning(
                 "job rescued from a lost worker",
                 extra={

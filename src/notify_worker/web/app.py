@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from .. import service
 from ..runtime import Runtime
 from .auth import CsrfFailed, NotAuthenticated
+from .operations import router as operations_router
 from .pages import render
 from .routes import login_redirect, router, wants_html
 
@@ -24,6 +25,7 @@ STATIC = Path(__file__).parent / "static"
 def install(app: FastAPI) -> None:
     """Add notify-worker's routes, static files and error pages to `app`."""
     app.include_router(router)
+    app.include_router(operations_router)
     app.mount("/static/notify", StaticFiles(directory=STATIC), name="notify-static")
     app.add_exception_handler(NotAuthenticated, _not_authenticated)
     app.add_exception_handler(service.NotFound, _not_found)

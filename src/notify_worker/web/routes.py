@@ -11,12 +11,13 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import StreamingResponse
 
 from .. import service
@@ -39,6 +40,7 @@ from .auth import (
 from .inputs import (
     BodyTooLarge,
     InputErrors,
+    JobInput,
     body_limit,
     check_job_input,
     parse_json,
@@ -53,6 +55,8 @@ router = APIRouter()
 KEEPALIVE_SECS = 15.0
 MAX_FORM_FIELDS = 20
 FORM_TYPE = "application/x-www-form-urlencoded"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 255
 CREATE_BODY = {
     "requestBody": {
         "required": True,
@@ -87,6 +91,10 @@ CREATE_BODY = {
         },
     }
 }
+
+
+class InvalidIdempotencyKey(ValueError):
+    """An Idempotency-Key header no client library would send."""
 
 
 def wants_html(request: Request) -> bool:
@@ -198,6 +206,11 @@ def _safe_next(value: str) -> str:
     status_code=201,
     openapi_extra=CREATE_BODY,
     summary="Create a notify job",
+    description=(
+        "With an `Idempotency-Key` header, a repeat of the same request by the "
+        "same owner within 24 hours answers as the first one did and creates "
+        "nothing; the same key with a different request is 422."
+    ),
     responses={
         201: openapi.ok("The job, created", openapi.JOB, html=False),
         **openapi.responses(401, 403, 413, 415, 422, html=True),
@@ -222,18 +235,29 @@ async def create_job(
             context.update(errors=exc.errors, form=raw)
             return render(request, "jobs.html", context, exc.status_code)
         return JSONResponse(exc.to_json(), status_code=exc.status_code)
-    assert runtime.engine is not None
-    async with runtime.engine.begin() as conn:
-        job = await service.create_job(
-            conn,
-            owner.id,
-            job_input.target_url,
-            job_input.payload,
-            max_attempts=job_input.max_attempts or settings.max_attempts,
-        )
-    # The row is committed: wake this process's worker without waiting for
-    # the notification to come back from PostgreSQL.
-    runtime.wake(job.id)
+    new = service.NewJob(
+        job_input.target_url,
+        job_input.payload,
+        job_input.max_attempts or settings.max_attempts,
+    )
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        job, created = await _insert_job(request, owner, new), True
+    else:
+        try:
+            job, created = await _insert_job_once(request, owner, new, key, job_input)
+        except (InvalidIdempotencyKey, service.IdempotencyConflict) as exc:
+            return header_error(IDEMPOTENCY_HEADER, str(exc))
+    if created:
+        # The row is committed: wake this process's worker without waiting
+        # for the notification to come back from PostgreSQL.
+        runtime.metrics.job_created()
+        runtime.wake(job.id)
+    return created_response(job, form)
+
+
+def created_response(job: service.Job, form: bool) -> Response:
+    """How a create answers: a form goes to the job page, JSON gets the job."""
     if form:
         return see_other(job_url(job.id))
     return JSONResponse(
@@ -249,15 +273,76 @@ def _submitted_csrf(request: Request, raw: dict[str, Any], form: bool) -> str | 
     return request.headers.get("x-csrf-token")
 
 
+def header_error(name: str, message: str) -> JSONResponse:
+    detail = [{"loc": ["header", name], "msg": message, "type": "value_error"}]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _insert_job(
+    request: Request, owner: service.User, new: service.NewJob
+) -> service.Job:
+    engine = runtime_of(request).engine
+    assert engine is not None
+    async with engine.begin() as conn:
+        return await service.create_job(
+            conn,
+            owner.id,
+            new.target_url,
+            new.payload,
+            max_attempts=new.max_attempts,
+        )
+
+
+async def _insert_job_once(
+    request: Request,
+    owner: service.User,
+    new: service.NewJob,
+    key: str,
+    job_input: JobInput,
+) -> tuple[service.Job, bool]:
+    """Create under an Idempotency-Key, or find what the key created before."""
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidIdempotencyKey(
+            f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+        )
+    # The fingerprint covers what was asked, before defaults are applied, so
+    # a change of NOTIFY_MAX_ATTEMPTS does not turn a replay into a conflict.
+    fingerprint = service.request_fingerprint(
+        job_input.target_url, job_input.payload, job_input.max_attempts
+    )
+    engine = runtime_of(request).engine
+    assert engine is not None
+    async with engine.begin() as conn:
+        return await service.create_job_once(conn, owner.id, new, key, fingerprint)
+
+
 async def _read_job_request(request: Request, limit: int, form: bool) -> dict[str, Any]:
+    body = await _read_capped(request, limit)
+    if form:
+        return await _parse_form(request, body)
+    data = parse_json_body(request, body)
+    if not isinstance(data, dict):
+        errors = InputErrors()
+        errors.add("body", "must be a JSON object")
+        raise errors
+    return data
+
+
+async def read_json_body(request: Request, limit: int) -> Any:
+    """The request's JSON document, read within `limit` bytes."""
+    return parse_json_body(request, await _read_capped(request, limit))
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
     try:
-        body = await read_body(request, limit)
+        return await read_body(request, limit)
     except BodyTooLarge as exc:
         errors = InputErrors(status_code=413)
         errors.add("body", str(exc), status_code=413)
         raise errors from None
-    if form:
-        return await _parse_form(request, body)
+
+
+def parse_json_body(request: Request, body: bytes) -> Any:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip() not in {"application/json", ""}:
         errors = InputErrors(status_code=415)
@@ -265,16 +350,11 @@ async def _read_job_request(request: Request, limit: int, form: bool) -> dict[st
         errors.status_code = 415
         raise errors
     try:
-        data = parse_json(body)
+        return parse_json(body)
     except ValueError as exc:
         errors = InputErrors()
         errors.add("body", f"not valid JSON: {exc}")
         raise errors from None
-    if not isinstance(data, dict):
-        errors = InputErrors()
-        errors.add("body", "must be a JSON object")
-        raise errors
-    return data
 
 
 async def _parse_form(request: Request, body: bytes) -> dict[str, Any]:
@@ -435,30 +515,58 @@ async def cancel_job(
     request: Request, job_id: uuid.UUID, owner: service.User = Depends(current_owner)
 ) -> Response:
     runtime = runtime_of(request)
-    form = is_form(request)
-    if form:
-        try:
-            raw = await _read_job_request(request, 8 * 1024, True)
-        except InputErrors as exc:
-            return JSONResponse(exc.to_json(), status_code=exc.status_code)
-    check_csrf(request, _submitted_csrf(request, raw if form else {}, form))
+
+    def answer(job: service.Job, form: bool) -> Response:
+        runtime.metrics.job_finished(job.status)
+        return see_other(job_url(job.id)) if form else JSONResponse(job.to_json())
+
+    return await job_action(
+        request,
+        job_id,
+        lambda conn: service.cancel_job(conn, job_id, owner.id),
+        lambda job: f"the job has already ended ({job.status})",
+        answer,
+    )
+
+
+async def job_action(
+    request: Request,
+    job_id: uuid.UUID,
+    act: Callable[[AsyncConnection], Awaitable[service.Job]],
+    refusal: Callable[[service.Job], str],
+    answer: Callable[[service.Job, bool], Response],
+) -> Response:
+    """A write on one job, from a form or an API client, in one transaction.
+
+    A refused change sends a form back to the job page and answers an API
+    client 409 with the reason and the job as it is.
+    """
+    runtime = runtime_of(request)
+    try:
+        form = await checked_form(request)
+    except InputErrors as exc:
+        return JSONResponse(exc.to_json(), status_code=exc.status_code)
     assert runtime.engine is not None
     try:
         async with runtime.engine.begin() as conn:
-            job = await service.cancel_job(conn, job_id, owner.id)
+            job = await act(conn)
     except service.InvalidTransition as exc:
         if form:
             return see_other(job_url(job_id))
-        return JSONResponse(
-            {
-                "detail": f"the job is already {exc.job.status}",
-                "job": exc.job.to_json(),
-            },
-            status_code=409,
-        )
-    if form:
-        return see_other(job_url(job.id))
-    return JSONResponse(job.to_json())
+        return conflict(refusal(exc.job), exc.job)
+    return answer(job, form)
+
+
+async def checked_form(request: Request) -> bool:
+    """Whether a write on a job came from a form, whose CSRF token is checked."""
+    form = is_form(request)
+    raw = await _read_job_request(request, 8 * 1024, True) if form else {}
+    check_csrf(request, _submitted_csrf(request, raw, form))
+    return form
+
+
+def conflict(detail: str, job: service.Job) -> JSONResponse:
+    return JSONResponse({"detail": detail, "job": job.to_json()}, status_code=409)
 
 
 @router.get(
