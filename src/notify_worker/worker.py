@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import service
 from .config import Settings
+from .database import UNAVAILABLE_ERRORS
 from .delivery import AttemptResult, Deliverer
 from .events import EventHub, StatusEvent
 from .status import JobStatus
@@ -293,11 +294,7 @@ class Worker:
         try:
             jobs = await self._claim(permits)
         except Exception as exc:
-            logger.warning(
-                "claim failed, retrying: %s",
-                exc.__class__.__name__,
-                extra={"action": "claim_failed", "worker_id": str(self.id)},
-            )
+            self._log_failure("claim failed, retrying", "claim_failed", exc)
             return None
         finally:
             for job in jobs:
@@ -469,12 +466,8 @@ class Worker:
                 if not alive:
                     for job_id in list(self._attempts):
                         self._abort(job_id, ABORT_LOST)
-            except Exception:
-                logger.warning(
-                    "heartbeat failed",
-                    exc_info=True,
-                    extra={"action": "heartbeat_failed", "worker_id": str(self.id)},
-                )
+            except Exception as exc:
+                self._log_failure("heartbeat failed", "heartbeat_failed", exc)
 
     async def _watch_loop(self) -> None:
         while True:
@@ -483,12 +476,8 @@ class Worker:
                 await self._check_in_flight()
                 await self._release_unstarted()
                 await self._rescue()
-            except Exception:
-                logger.warning(
-                    "watch failed",
-                    exc_info=True,
-                    extra={"action": "watch_failed", "worker_id": str(self.id)},
-                )
+            except Exception as exc:
+                self._log_failure("watch failed", "watch_failed", exc)
 
     async def _check_in_flight(self) -> None:
         """Abort attempts whose job was cancelled without our hearing of it."""
@@ -580,13 +569,21 @@ class Worker:
             try:
                 async with self._engine.begin() as conn:
                     return await work(conn)
-            except Exception:
+            except Exception as exc:
                 if attempts is not None and tries >= attempts:
                     raise
-                logger.warning(
-                    "database write failed, retrying",
-                    exc_info=tries == 1,
-                    extra={"action": f"{action}_retry", "worker_id": str(self.id)},
+                self._log_failure(
+                    "database write failed, retrying", f"{action}_retry", exc
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _log_failure(self, message: str, action: str, exc: Exception) -> None:
+        """One line while the database is away; a traceback for anything else."""
+        logger.warning(
+            "%s: %s",
+            message,
+            exc.__class__.__name__,
+            exc_info=not isinstance(exc, UNAVAILABLE_ERRORS),
+            extra={"action": action, "worker_id": str(self.id)},
+        )

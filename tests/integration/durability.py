@@ -161,9 +161,7 @@ async def database_now(db_url: URL) -> datetime:
 
 async def wait_exit(proc: ServiceProcess, timeout: float) -> int:
     """The exit code of a process expected to stop by itself."""
-    code = await eventually(
-        lambda: _exit_code(proc), timeout=timeout, every=0.05
-    )
+    code = await eventually(lambda: _exit_code(proc), timeout=timeout, every=0.05)
     return code - 1000
 
 

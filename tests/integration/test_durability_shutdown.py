@@ -5,7 +5,6 @@ import signal
 import time
 import uuid
 
-import aiohttp
 from sqlalchemy import URL
 
 from ..helpers import (
