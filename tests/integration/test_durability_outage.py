@@ -87,6 +87,11 @@ async def test_a_postgres_restart_under_load_loses_nothing_and_the_listener_retu
 
             await asyncio.to_thread(own_server.stop)
             answers = await _probe_while_down(api, created[0])
+            async with api.session.get(
+                f"{web.base_url}/notify", headers={"Accept": "text/html"}
+            ) as page:
+                page_status, page_type = page.status, page.content_type
+                page_text = await page.text()
             await asyncio.to_thread(own_server.start)
 
             await asyncio.wait_for(creating, 120)
@@ -111,6 +116,9 @@ async def test_a_postgres_restart_under_load_loses_nothing_and_the_listener_retu
         assert status == 503
         assert content_type == "application/json"
         assert body == {"detail": UNAVAILABLE}
+    # A browser gets the same as a page.
+    assert (page_status, page_type) == (503, "text/html")
+    assert UNAVAILABLE in page_text
     assert "Traceback" not in web.log()
     assert "database_unavailable" in web.log()
 
