@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy import URL
 
-from ..helpers import ServiceFactory, TargetServer, eventually, spawn
+from ..helpers import RunningService, ServiceFactory, TargetServer, eventually, spawn
 from .durability import Api, connect, stop_quietly, wait_new_worker, wait_statuses
 
 SLOW_SECS = 3.0
@@ -68,10 +68,7 @@ async def test_a_job_cancelled_while_pending_never_reaches_the_target(
 async def test_a_running_job_cancelled_is_aborted_and_stays_cancelled(
     services: ServiceFactory, target: TargetServer, db_url: URL
 ) -> None:
-    svc = await services.start()
-    job = await svc.create(target.url(f"/slow/{SLOW_SECS}"))
-    await svc.wait_status(job["id"], {"running"})
-    await eventually(lambda: _count(target, 1))
+    svc, job = await _running_slow_job(services, target)
     arrived = target.received[0].at
 
     async with Api(svc.base_url, svc.token) as api:
@@ -95,10 +92,7 @@ async def test_a_cancel_the_worker_missed_is_found_by_its_periodic_check(
     services: ServiceFactory, target: TargetServer, db_url: URL
 ) -> None:
     """The cancel's notification never comes: triggers are off for its UPDATE."""
-    svc = await services.start()
-    job = await svc.create(target.url(f"/slow/{SLOW_SECS}"))
-    await svc.wait_status(job["id"], {"running"})
-    await eventually(lambda: _count(target, 1))
+    svc, job = await _running_slow_job(services, target)
 
     conn = await connect(db_url)
     try:
@@ -137,6 +131,17 @@ async def test_a_job_that_timed_out_is_failed_not_cancelled(
     other = await svc.job(cancelled["id"])
     assert other["status"] == "cancelled"
     assert other["error_message"] == "cancelled by owner"
+
+
+async def _running_slow_job(
+    services: ServiceFactory, target: TargetServer
+) -> tuple[RunningService, dict]:
+    """A service whose one job is running: the target has the request."""
+    svc = await services.start()
+    job = await svc.create(target.url(f"/slow/{SLOW_SECS}"))
+    await svc.wait_status(job["id"], {"running"})
+    await eventually(lambda: _count(target, 1))
+    return svc, job
 
 
 async def _count(target: TargetServer, n: int) -> bool:

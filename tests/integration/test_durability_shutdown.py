@@ -5,6 +5,7 @@ import signal
 import time
 import uuid
 
+import pytest
 from sqlalchemy import URL
 
 from ..helpers import (
@@ -81,28 +82,6 @@ async def test_sigterm_lets_attempts_finish_in_the_grace_and_hands_back_the_rest
     assert [ids.count(job_id) for job_id in slow] == [2, 2]
 
 
-async def test_a_second_signal_stops_a_worker_at_once(
-    services: ServiceFactory, target: TargetServer, db_url: URL, tmp_path
-) -> None:
-    web = await services.start(run_worker=False)
-    proc = spawn(["worker"], db_url, tmp_path, NOTIFY_SHUTDOWN_GRACE_SECS="600")
-    try:
-        await wait_new_worker(db_url, proc)
-        async with Api(web.base_url, web.token) as api:
-            job_id = await api.create(target.url(f"/slow/{LONG_SECS}"))
-            await eventually(lambda: _arrived(target, 1))
-        proc.process.send_signal(signal.SIGTERM)
-        await eventually(lambda: _logged(proc, "worker_stopping"))
-        proc.process.send_signal(signal.SIGINT)
-        assert await wait_exit(proc, 15) == 0
-    finally:
-        stop_quietly(proc)
-    row = (await jobs_by_id(db_url, [job_id]))[job_id]
-    assert row["status"] == "pending"
-    assert row["attempts"] == 0
-    assert "shutdown_forced" in proc.log()
-
-
 async def test_serve_ends_its_streams_and_hands_back_on_sigterm(
     db_url: URL, tmp_path, target: TargetServer
 ) -> None:
@@ -136,26 +115,46 @@ async def test_serve_ends_its_streams_and_hands_back_on_sigterm(
     assert target.cancelled_requests == 1
 
 
-async def test_a_second_signal_stops_serve_at_once(
-    db_url: URL, tmp_path, target: TargetServer
+@pytest.mark.parametrize(
+    ("command", "first", "second"),
+    [
+        (["worker"], signal.SIGTERM, signal.SIGINT),
+        # uvicorn's own force-exit would skip the lifespan, and the hand-back.
+        (["serve"], signal.SIGINT, signal.SIGTERM),
+    ],
+    ids=["worker", "serve"],
+)
+async def test_a_second_signal_stops_at_once_and_hands_back(
+    command: list[str],
+    first: signal.Signals,
+    second: signal.Signals,
+    services: ServiceFactory,
+    target: TargetServer,
+    db_url: URL,
+    tmp_path,
 ) -> None:
-    """uvicorn's own force-exit would skip the hand-back; ours does not."""
-    token = await new_owner_token(db_url)
-    proc = spawn(["serve"], db_url, tmp_path, NOTIFY_SHUTDOWN_GRACE_SECS="600")
+    proc = spawn(command, db_url, tmp_path, NOTIFY_SHUTDOWN_GRACE_SECS="600")
     try:
-        await wait_healthy(proc)
-        async with Api(proc.base_url, token) as api:
+        if command == ["serve"]:
+            await wait_healthy(proc)
+            base_url, token = proc.base_url, await new_owner_token(db_url)
+        else:
+            web = await services.start(run_worker=False)
+            await wait_new_worker(db_url, proc)
+            base_url, token = web.base_url, web.token
+        async with Api(base_url, token) as api:
             job_id = await api.create(target.url(f"/slow/{LONG_SECS}"))
             await eventually(lambda: _arrived(target, 1))
-        proc.process.send_signal(signal.SIGINT)
+        proc.process.send_signal(first)
         await eventually(lambda: _logged(proc, "worker_stopping"))
-        proc.process.send_signal(signal.SIGTERM)
+        proc.process.send_signal(second)
         assert await wait_exit(proc, 15) == 0
     finally:
         stop_quietly(proc)
     row = (await jobs_by_id(db_url, [job_id]))[job_id]
     assert row["status"] == "pending"
     assert row["attempts"] == 0
+    assert "shutdown_forced" in proc.log()
 
 
 async def _arrived(target: TargetServer, count: int) -> bool:
