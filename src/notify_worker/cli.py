@@ -13,10 +13,12 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from types import FrameType
 from typing import Any
 
 import alembic.util
 import asyncpg
+import uvicorn
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,7 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Asynchronous webhook notifications on PostgreSQL.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", help="run the web service with a worker inside")
+    serve_cmd = commands.add_parser(
+        "serve", help="run the web service with a worker inside"
+    )
+    serve_cmd.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="web only: leave deliveries to `notify-worker worker` processes",
+    )
     commands.add_parser("worker", help="run a worker process alone (for scale-out)")
 
     migrate = commands.add_parser("migrate", help="upgrade or downgrade the schema")
@@ -143,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":
-            return serve(settings)
+            return serve(settings, run_worker=not args.no_worker)
         if args.command == "worker":
             return asyncio.run(run_worker(settings))
         if args.command == "migrate":
@@ -302,15 +311,13 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
-def serve(settings: Settings) -> int:
-    import uvicorn
-
+def serve(settings: Settings, *, run_worker: bool = True) -> int:
     from .web.app import create_app
 
     asyncio.run(_preflight(settings))
-    app = create_app(Runtime(settings))
+    runtime = Runtime(settings, run_worker=run_worker)
     config = uvicorn.Config(
-        app,
+        create_app(runtime),
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -318,11 +325,7 @@ def serve(settings: Settings) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_secs) + 5),
     )
-    server = uvicorn.Server(config)
-    # uvicorn re-raises the signal it stopped on once it has shut down; exit
-    # normally then, so atexit hooks (the embedded database's stop) run.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: sys.exit(0))
+    server = _Server(config, runtime)
     logger.info(
         "notify-worker serving on http://%s:%s",
         settings.host,
@@ -333,8 +336,58 @@ def serve(settings: Settings) -> int:
             "port": settings.port,
         },
     )
-    server.run()
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(server.serve_then_stop())
     return 0 if server.started else 1
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, with the worker's two-stage shutdown on signals.
+
+    uvicorn alone would stop the worker only from the lifespan, after every
+    open connection closed, and its forced exit skips the lifespan: jobs in
+    flight would stay running. Here the first SIGTERM/SIGINT stops claiming
+    and ends the streams at once; the second aborts what still runs, hands
+    it back to pending, and skips the wait for connections.
+    """
+
+    def __init__(self, config: Any, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self.signals = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve_then_stop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            await self.serve()
+        finally:
+            # After a forced exit uvicorn skips the lifespan shutdown.
+            await self.runtime.stop()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Not calling uvicorn's: it would re-raise the signal once served,
+        # turning a clean shutdown into death by signal. The work is done
+        # on the loop, not inside the signal handler.
+        self.should_exit = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_signal)
+
+    def _on_signal(self) -> None:
+        self.signals += 1
+        if _shutdown_stage(self.runtime, self.signals) == "forced":
+            self.force_exit = True
+
+
+def _shutdown_stage(runtime: Runtime, signals: int) -> str:
+    """What the n-th SIGTERM/SIGINT does: graceful first, forced after."""
+    if signals == 1:
+        logger.info("stopping: signal received", extra={"action": "shutdown_requested"})
+        runtime.begin_shutdown()
+        return "graceful"
+    logger.warning("stopping now: second signal", extra={"action": "shutdown_forced"})
+    runtime.force_shutdown()
+    return "forced"
 
 
 async def _preflight(settings: Settings) -> None:
@@ -356,16 +409,8 @@ async def run_worker(settings: Settings) -> int:
     def on_signal() -> None:
         nonlocal signals
         signals += 1
-        if signals == 1:
-            logger.info(
-                "stopping: signal received", extra={"action": "shutdown_requested"}
-            )
-            stop.set()
-        elif runtime.worker is not None:
-            logger.warning(
-                "stopping now: second signal", extra={"action": "shutdown_forced"}
-            )
-            runtime.worker.abandon_grace()
+        _shutdown_stage(runtime, signals)
+        stop.set()
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

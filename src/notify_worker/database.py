@@ -19,6 +19,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .config import ConfigError, Settings
@@ -26,6 +28,12 @@ from .config import ConfigError, Settings
 logger = logging.getLogger(__name__)
 
 _embedded_servers: dict[Path, Any] = {}
+
+# What a query raises while PostgreSQL is away, restarting or unreachable:
+# the driver's errors wrapped by SQLAlchemy (a refused or dropped connection,
+# "the database system is starting up"), a pool that cannot hand out a
+# connection in time, and the socket's own errors on connect.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, PoolTimeout, OSError)
 
 
 class SchemaOutOfDate(Exception):

@@ -101,25 +101,47 @@ class Resync:
 RESYNC = Resync()
 
 
+class Closed:
+    """Queued last when the process shuts down: end the stream now."""
+
+
+CLOSED = Closed()
+
+
 class Subscription:
     """One stream's bounded view of one job's events."""
 
     def __init__(self, hub: EventHub, job_id: uuid.UUID, size: int) -> None:
         self.job_id = job_id
         self._hub = hub
-        self._queue: asyncio.Queue[StatusEvent | Resync] = asyncio.Queue(size)
+        self._queue: asyncio.Queue[StatusEvent | Resync | Closed] = asyncio.Queue(
+            size + 1
+        )
+        self._size = size
+        self._closed = False
 
     def push(self, item: StatusEvent | Resync) -> None:
-        try:
+        if self._closed:
+            return
+        if self._queue.qsize() < self._size:
             self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            # A slow reader does not make the hub buffer without bound: drop
-            # what it has not read and tell it to reload the current state.
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._queue.put_nowait(RESYNC)
+            return
+        # A slow reader does not make the hub buffer without bound: drop
+        # what it has not read and tell it to reload the current state.
+        self._drain()
+        self._queue.put_nowait(RESYNC)
 
-    async def get(self) -> StatusEvent | Resync:
+    def end(self) -> None:
+        """Make the reader's next get() say CLOSED, whatever is queued."""
+        self._closed = True
+        self._drain()
+        self._queue.put_nowait(CLOSED)
+
+    def _drain(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    async def get(self) -> StatusEvent | Resync | Closed:
         return await self._queue.get()
 
     def close(self) -> None:
@@ -153,6 +175,7 @@ class EventHub:
         self._listeners: list[Listener] = []
         self._reconnect_listeners: list[ReconnectListener] = []
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._connected = asyncio.Event()
         self._connections = 0
 
@@ -161,6 +184,8 @@ class EventHub:
     def subscribe(self, job_id: uuid.UUID) -> Subscription:
         subscription = Subscription(self, job_id, self._queue_size)
         self._subscriptions.setdefault(job_id, set()).add(subscription)
+        if self._closing:
+            subscription.end()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -198,7 +223,19 @@ class EventHub:
             async with asyncio.timeout(wait_secs):
                 await self._connected.wait()
 
+    def end_streams(self) -> None:
+        """Shutdown: end every open stream now, and any opened from here on.
+
+        An open stream would otherwise hold the web server's graceful
+        shutdown until its timeout; the browser reconnects elsewhere.
+        """
+        self._closing = True
+        for watchers in tuple(self._subscriptions.values()):
+            for subscription in tuple(watchers):
+                subscription.end()
+
     async def close(self) -> None:
+        self.end_streams()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -226,20 +263,27 @@ class EventHub:
         while True:
             try:
                 connection = await asyncpg.connect(self._dsn, timeout=10)
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except Exception as exc:  # any failure to connect is retried
                 logger.warning(
-                    "event listener cannot connect, retrying",
-                    extra={"action": "listener_connect_failed", "error": str(exc)},
+                    "event listener cannot connect, retrying in %.1fs",
+                    backoff,
+                    extra={
+                        "action": "listener_connect_failed",
+                        "error": f"{exc.__class__.__name__}: {exc}",
+                    },
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_secs)
                 continue
             try:
                 await self._listen(connection)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # the listener must outlive any failure
                 logger.warning(
                     "event listener lost its connection",
-                    extra={"action": "listener_disconnected", "error": str(exc)},
+                    extra={
+                        "action": "listener_disconnected",
+                        "error": f"{exc.__class__.__name__}: {exc}",
+                    },
                 )
             finally:
                 self._connected.clear()

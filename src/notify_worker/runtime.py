@@ -2,7 +2,9 @@
 
 A web process, a worker process and a host application all hold one
 Runtime: the engine, the event hub, the HTTP client for deliveries and,
-unless it is a web process alone, a worker.
+unless it is a web process alone, a worker. They start in that order and
+stop in the reverse one: the worker hands its jobs back while the engine
+and the hub (which carries cancels) are still there.
 """
 
 from __future__ import annotations
@@ -45,8 +47,18 @@ class Runtime:
         self.worker: Worker | None = None
         self.metrics = Metrics()
         self.secret_key = ""
+        self._stopped = False
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            # Whatever started (the listener, the client) must not outlive
+            # a start-up that failed.
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
         url = database.database_url(settings)
         self.engine = database.create_engine(
@@ -71,7 +83,27 @@ class Runtime:
             await self.worker.start()
         self.metrics.bind(self.engine, self.hub, self.worker)
 
+    def begin_shutdown(self) -> None:
+        """The first signal: stop claiming, end open streams, start the grace.
+
+        `stop()` (from the lifespan or the command) then waits for the rest.
+        """
+        if self.hub is not None:
+            self.hub.end_streams()
+        if self.worker is not None:
+            self.worker.begin_stop()
+
+    def force_shutdown(self) -> None:
+        """The second signal: abort the attempts still running and hand them back."""
+        self.begin_shutdown()
+        if self.worker is not None:
+            self.worker.abandon_grace()
+
     async def stop(self) -> None:
+        """Stop everything that started; calling it again does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self.worker is not None:
             await self.worker.stop()
         if self.deliverer is not None:

@@ -516,8 +516,11 @@ async def release_job(
 async def record_attempt(
     conn: AsyncConnection, attempt: Attempt, worker_id: uuid.UUID
 ) -> None:
+    # A retried write whose first commit went through but whose answer was
+    # lost must not fail forever on the unique (job, number) index.
     await conn.execute(
-        insert(notify_attempts).values(
+        pg_insert(notify_attempts)
+        .values(
             job_id=attempt.job_id,
             number=attempt.number,
             worker_id=worker_id,
@@ -528,6 +531,7 @@ async def record_attempt(
             error=attempt.error,
             response_excerpt=attempt.response_excerpt,
         )
+        .on_conflict_do_nothing(index_elements=["job_id", "number"])
     )
 
 
@@ -546,6 +550,17 @@ async def statuses_of(
         )
     )
     return set(ids) - set(held)
+
+
+async def jobs_held_by(conn: AsyncConnection, worker_id: uuid.UUID) -> set[uuid.UUID]:
+    """The jobs this worker holds as running, by the table."""
+    held = await conn.scalars(
+        select(notify_jobs.c.id).where(
+            notify_jobs.c.status == JobStatus.RUNNING.value,
+            notify_jobs.c.worker_id == worker_id,
+        )
+    )
+    return set(held)
 
 
 async def pending_ids(conn: AsyncConnection, limit: int) -> list[uuid.UUID]:

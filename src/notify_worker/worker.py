@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import service, signing
 from .config import Settings
+from .database import UNAVAILABLE_ERRORS
 from .delivery import AttemptResult, Deliverer
 from .events import EventHub, StatusEvent
 from .metrics import Metrics
@@ -39,6 +40,11 @@ T = TypeVar("T")
 ABORT_SHUTDOWN = "shutdown"
 ABORT_CANCELLED = "cancelled"
 ABORT_LOST = "lost"
+
+# A claim that failed (the database is away) is retried this soon, doubling
+# up to the cap, without waiting for a wake-up that may never come.
+CLAIM_RETRY_SECS = 0.5
+CLAIM_RETRY_MAX_SECS = 5.0
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 # The answers whose Retry-After says when to come back (RFC 9110, 10.2.3).
@@ -146,9 +152,12 @@ class Worker:
         )
         self._attempts: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._abort_reasons: dict[uuid.UUID, str] = {}
+        self._recording: set[uuid.UUID] = set()
         self._background: list[asyncio.Task[None]] = []
         self._claim_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
         self._claiming = False
+        self._claims = 0
         self._stopping = asyncio.Event()
         self._grace_abandoned = asyncio.Event()
         self.dropped_wakeups = 0
@@ -188,6 +197,10 @@ class Worker:
         task = self._attempts.get(job_id)
         if task is None or job_id in self._abort_reasons:
             return
+        if job_id in self._recording:
+            # The target has answered: the outcome is being written, and
+            # the guarded UPDATE settles any race with a cancel or rescue.
+            return
         self._abort_reasons[job_id] = reason
         task.cancel()
 
@@ -222,11 +235,28 @@ class Worker:
             asyncio.create_task(self._watch_loop(), name="notify-watch"),
         ]
 
+    def begin_stop(self, grace_secs: float | None = None) -> asyncio.Task[None]:
+        """Stop claiming now; the grace period runs from this call.
+
+        Idempotent: a signal handler calls it at once, the runtime's stop
+        awaits the same task later.
+        """
+        if self._stop_task is None:
+            grace = (
+                self._settings.shutdown_grace_secs if grace_secs is None else grace_secs
+            )
+            self._stopping.set()
+            self.wake()
+            self._stop_task = asyncio.create_task(
+                self._stop(grace), name="notify-worker-stop"
+            )
+        return self._stop_task
+
     async def stop(self, grace_secs: float | None = None) -> None:
         """Stop claiming, let attempts finish within the grace, hand back the rest."""
-        grace = self._settings.shutdown_grace_secs if grace_secs is None else grace_secs
-        self._stopping.set()
-        self.wake()
+        await self.begin_stop(grace_secs)
+
+    async def _stop(self, grace: float) -> None:
         if self._claim_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._claim_task
@@ -247,6 +277,7 @@ class Worker:
         remaining = list(self._attempts.values())
         if remaining:
             await asyncio.wait(remaining, timeout=10)
+        # Heartbeats went on until now, so nobody rescued our jobs meanwhile.
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -276,6 +307,7 @@ class Worker:
     # The claim loop.
 
     async def _claim_loop(self) -> None:
+        backoff = CLAIM_RETRY_SECS
         while not self._stopping.is_set():
             if not await self._acquire_permit():
                 break
@@ -283,25 +315,41 @@ class Worker:
             while not self._semaphore.locked():
                 await self._semaphore.acquire()
                 permits += 1
-            jobs: list[service.Job] = []
-            self._claiming = True
-            try:
-                jobs = await self._claim(permits)
-            except Exception:
-                logger.warning(
-                    "claim failed, retrying",
-                    exc_info=True,
-                    extra={"action": "claim_failed", "worker_id": str(self.id)},
-                )
-                await asyncio.sleep(1.0)
-            finally:
-                for job in jobs:
-                    self._start_attempt(job)
-                self._claiming = False
-                for _ in range(permits - len(jobs)):
-                    self._semaphore.release()
+            jobs = await self._claim_with_permits(permits)
+            if jobs is None:
+                await self._sleep_unless_stopping(backoff)
+                backoff = min(backoff * 2, CLAIM_RETRY_MAX_SECS)
+                continue
+            backoff = CLAIM_RETRY_SECS
             if len(jobs) < permits:
                 await self._wait_for_wakeup()
+
+    async def _claim_with_permits(self, permits: int) -> list[service.Job] | None:
+        """Claim up to `permits` jobs and start them; None if the claim failed.
+
+        The permits that found no job are given back. A claim that failed
+        may still have committed (the answer was lost): the watch loop
+        hands such jobs back.
+        """
+        jobs: list[service.Job] = []
+        self._claiming = True
+        self._claims += 1
+        try:
+            jobs = await self._claim(permits)
+        except Exception as exc:
+            self._log_failure("claim failed, retrying", "claim_failed", exc)
+            return None
+        finally:
+            for job in jobs:
+                self._start_attempt(job)
+            self._claiming = False
+            for _ in range(permits - len(jobs)):
+                self._semaphore.release()
+        return jobs
+
+    async def _sleep_unless_stopping(self, secs: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), secs)
 
     async def _acquire_permit(self) -> bool:
         acquire = asyncio.ensure_future(self._semaphore.acquire())
@@ -357,10 +405,12 @@ class Worker:
             await asyncio.shield(self._aborted(job, reason))
             raise
         else:
+            self._recording.add(job.id)
             await asyncio.shield(self._record(job, result))
         finally:
             self._attempts.pop(job.id, None)
             self._abort_reasons.pop(job.id, None)
+            self._recording.discard(job.id)
             self._semaphore.release()
 
     async def _delivery_headers(self, job: service.Job, body: bytes) -> dict[str, str]:
@@ -488,25 +538,18 @@ class Worker:
                 if not alive:
                     for job_id in list(self._attempts):
                         self._abort(job_id, ABORT_LOST)
-            except Exception:
-                logger.warning(
-                    "heartbeat failed",
-                    exc_info=True,
-                    extra={"action": "heartbeat_failed", "worker_id": str(self.id)},
-                )
+            except Exception as exc:
+                self._log_failure("heartbeat failed", "heartbeat_failed", exc)
 
     async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(min(1.0, self._settings.heartbeat_secs))
             try:
                 await self._check_in_flight()
+                await self._release_unstarted()
                 await self._rescue()
-            except Exception:
-                logger.warning(
-                    "watch failed",
-                    exc_info=True,
-                    extra={"action": "watch_failed", "worker_id": str(self.id)},
-                )
+            except Exception as exc:
+                self._log_failure("watch failed", "watch_failed", exc)
 
     async def _check_in_flight(self) -> None:
         """Abort attempts whose job was cancelled without our hearing of it."""
@@ -518,6 +561,37 @@ class Worker:
             async with self._engine.connect() as conn:
                 cancelled = await service.is_cancelled(conn, job_id)
             self._abort(job_id, ABORT_CANCELLED if cancelled else ABORT_LOST)
+
+    async def _release_unstarted(self) -> None:
+        """Hand back jobs we hold but never started.
+
+        A claim whose commit succeeded but whose answer was lost (the
+        connection dropped) leaves jobs running under this live worker,
+        which no rescue would ever touch. The claim counter tells a claim
+        that overlapped the query, whose jobs may not be started yet.
+        """
+        claims = self._claims
+        if self._claiming:
+            return
+        async with self._engine.connect() as conn:
+            held = await service.jobs_held_by(conn, self.id)
+        if self._claiming or self._claims != claims:
+            return
+        for job_id in held - set(self._attempts):
+            async with self._engine.begin() as conn:
+                job = await service.release_job(
+                    conn, job_id, self.id, refund_attempt=True
+                )
+            if job is not None:
+                logger.warning(
+                    "job handed back: claimed but never started",
+                    extra={
+                        "action": "job_unstarted_released",
+                        "job_id": str(job_id),
+                        "owner_id": job.owner_id,
+                        "worker_id": str(self.id),
+                    },
+                )
 
     async def _rescue(self) -> None:
         async with self._engine.connect() as conn:
@@ -569,13 +643,21 @@ class Worker:
             try:
                 async with self._engine.begin() as conn:
                     return await work(conn)
-            except Exception:
+            except Exception as exc:
                 if attempts is not None and tries >= attempts:
                     raise
-                logger.warning(
-                    "database write failed, retrying",
-                    exc_info=tries == 1,
-                    extra={"action": f"{action}_retry", "worker_id": str(self.id)},
+                self._log_failure(
+                    "database write failed, retrying", f"{action}_retry", exc
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _log_failure(self, message: str, action: str, exc: Exception) -> None:
+        """One line while the database is away; a traceback for anything else."""
+        logger.warning(
+            "%s: %s",
+            message,
+            exc.__class__.__name__,
+            exc_info=not isinstance(exc, UNAVAILABLE_ERRORS),
+            extra={"action": action, "worker_id": str(self.id)},
+        )

@@ -8,9 +8,9 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .. import service
+from ..database import UNAVAILABLE_ERRORS
 from ..runtime import Runtime
 from .auth import CsrfFailed, NotAuthenticated
 from .operations import router as operations_router
@@ -30,9 +30,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotAuthenticated, _not_authenticated)
     app.add_exception_handler(service.NotFound, _not_found)
     app.add_exception_handler(CsrfFailed, _csrf_failed)
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(DBAPIError, _database_unavailable)
-    app.add_exception_handler(OSError, _database_unavailable)
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _database_unavailable)
 
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:
@@ -83,13 +82,26 @@ async def _csrf_failed(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": str(exc)}, status_code=403)
 
 
+UNAVAILABLE_MESSAGE = "the database is unavailable; retry in a few seconds"
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # One line without the traceback: during an outage every request fails
+    # the same way, and the cause is the database, not this request.
     logger.warning(
         "database unavailable",
-        extra={"action": "database_unavailable", "error": exc.__class__.__name__},
+        extra={
+            "action": "database_unavailable",
+            "path": request.url.path,
+            "error": exc.__class__.__name__,
+        },
     )
+    headers = {"Retry-After": "5"}
+    if wants_html(request):
+        context = {"title": "Service unavailable", "message": UNAVAILABLE_MESSAGE}
+        response = render(request, "error.html", context, 503)
+        response.headers.update(headers)
+        return response
     return JSONResponse(
-        {"detail": "the database is unavailable; retry in a few seconds"},
-        status_code=503,
-        headers={"Retry-After": "5"},
+        {"detail": UNAVAILABLE_MESSAGE}, status_code=503, headers=headers
     )

@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import StreamingResponse
 
 from .. import service
-from ..events import RESYNC, StatusEvent
+from ..database import UNAVAILABLE_ERRORS
+from ..events import CLOSED, RESYNC, StatusEvent
 from ..status import JobStatus, UnknownStatus
 from . import openapi
 from .auth import (
@@ -635,10 +636,11 @@ async def _events(
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
+            if item is CLOSED:
+                # The process is shutting down; EventSource reconnects.
+                return
             if item is RESYNC:
-                item = StatusEvent.from_job(
-                    await _owned_job(request, job.id, request.state.owner)
-                )
+                item = await _reload(request, job.id)
             assert isinstance(item, StatusEvent)
             if item.version <= last:
                 continue
@@ -646,6 +648,24 @@ async def _events(
             yield sse_event(item)
             if item.status.is_terminal:
                 return
+
+
+async def _reload(request: Request, job_id: uuid.UUID) -> StatusEvent:
+    """The job's state from the table, waiting out a database outage.
+
+    A resync comes right after the listener reconnected, when the pool may
+    still hold dead connections; the stream's headers are sent, so it has
+    no error status to give: it waits (the client's disconnect cancels it).
+    """
+    delay = 0.5
+    while True:
+        try:
+            job = await _owned_job(request, job_id, request.state.owner)
+        except UNAVAILABLE_ERRORS:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        return StatusEvent.from_job(job)
 
 
 @router.get("/healthz", summary="Liveness")
