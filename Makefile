@@ -29,13 +29,15 @@ test: $(STAMP) browser-deps
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not browser"
 
-## browser-deps: Debian's Chromium for the Playwright tests (no browser download)
+## browser-deps: Debian's Chromium for the Playwright tests (no browser download);
+## waits for another apt run's lock rather than failing on it
 browser-deps:
 	@if [ ! -x $(CHROMIUM) ]; then \
 		echo "installing Debian's chromium for the browser tests"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+		$$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get -o DPkg::Lock::Timeout=600 \
+			install -y -qq chromium >/dev/null; \
 	fi
 
 lint: $(STAMP)

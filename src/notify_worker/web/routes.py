@@ -9,17 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from starlette.responses import StreamingResponse
 
 from .. import service
-from ..events import RESYNC, StatusEvent
 from ..status import JobStatus, UnknownStatus
+from . import streams
 from .auth import (
     SESSION_COOKIE,
     SESSION_MAX_AGE,
@@ -38,8 +36,9 @@ from .inputs import (
 from .pages import render
 
 router = APIRouter()
+# First: `/notify/stream` must match before `/notify/{job_id}` does.
+router.include_router(streams.router)
 
-KEEPALIVE_SECS = 15.0
 MAX_FORM_FIELDS = 20
 FORM_TYPE = "application/x-www-form-urlencoded"
 CREATE_BODY = {
@@ -381,84 +380,6 @@ async def cancel_job(
     if form:
         return see_other(job_url(job.id))
     return JSONResponse(job.to_json())
-
-
-@router.get(
-    "/notify/{job_id}/stream",
-    summary="Server-Sent Events: the job's status now, then each change",
-    response_class=StreamingResponse,
-    responses={
-        200: {"content": {"text/event-stream": {}}},
-        204: {"description": "Final event already seen"},
-    },
-)
-async def stream_job(
-    request: Request, job_id: uuid.UUID, owner: service.User = Depends(current_owner)
-) -> Response:
-    runtime = runtime_of(request)
-    assert runtime.hub is not None
-    await _owned_job(request, job_id, owner)
-    # Subscribe before reading the row, so no change falls between the two.
-    subscription = runtime.hub.subscribe(job_id)
-    try:
-        job = await _owned_job(request, job_id, owner)
-    except BaseException:
-        subscription.close()
-        raise
-    seen = _last_event_id(request)
-    if job.status.is_terminal and seen is not None and seen >= job.version:
-        subscription.close()
-        return Response(status_code=204)
-    return StreamingResponse(
-        _events(request, subscription, job, seen),
-        media_type="text/event-stream",
-        headers={
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            "Content-Encoding": "identity",
-        },
-    )
-
-
-def _last_event_id(request: Request) -> int | None:
-    value = request.headers.get("last-event-id", "").strip()
-    return int(value) if value.isdigit() else None
-
-
-def sse_event(event: StatusEvent) -> bytes:
-    data = json.dumps(event.to_data(), ensure_ascii=False)
-    return f"id: {event.version}\ndata: {data}\n\n".encode()
-
-
-async def _events(
-    request: Request, subscription: Any, job: service.Job, seen: int | None
-) -> AsyncIterator[bytes]:
-    """The stream's body; Starlette cancels it when the client goes away."""
-    with subscription:
-        current = StatusEvent.from_job(job)
-        if seen is None or seen < current.version or not current.status.is_terminal:
-            yield sse_event(current)
-        last = current.version
-        if current.status.is_terminal:
-            return
-        while True:
-            try:
-                async with asyncio.timeout(KEEPALIVE_SECS):
-                    item = await subscription.get()
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
-            if item is RESYNC:
-                item = StatusEvent.from_job(
-                    await _owned_job(request, job.id, request.state.owner)
-                )
-            assert isinstance(item, StatusEvent)
-            if item.version <= last:
-                continue
-            last = item.version
-            yield sse_event(item)
-            if item.status.is_terminal:
-                return
 
 
 @router.get("/healthz", summary="Liveness")
