@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 SESSION_COOKIE = "notify_session"
 SESSION_MAX_AGE = 14 * 24 * 3600
+LOGIN_COOKIE = "notify_login"
+LOGIN_MAX_AGE = 3600
 
 
 class NotAuthenticated(Exception):
@@ -83,13 +86,38 @@ async def current_owner(request: Request) -> service.User:
     return user
 
 
+def _mac(request: Request, message: str) -> str:
+    key = runtime_of(request).secret_key.encode()
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
 def csrf_token(request: Request) -> str:
     """The token a page puts in its forms; empty without a session."""
     cookie = request.cookies.get(SESSION_COOKIE, "")
     if not cookie:
         return ""
-    key = runtime_of(request).secret_key.encode()
-    return hmac.new(key, b"csrf:" + cookie.encode(), hashlib.sha256).hexdigest()
+    return _mac(request, "csrf:" + cookie)
+
+
+def login_nonce(request: Request) -> str:
+    """The login form's own CSRF secret: the browser's, or a new one.
+
+    There is no session to derive a token from before logging in, so the
+    login page sets this nonce in a cookie and the form echoes its MAC: a
+    page on another site can post to /login but cannot read either.
+    """
+    return request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(18)
+
+
+def login_csrf_token(request: Request, nonce: str) -> str:
+    return _mac(request, "login:" + nonce)
+
+
+def check_login_csrf(request: Request, submitted: str | None) -> bool:
+    nonce = request.cookies.get(LOGIN_COOKIE)
+    if not nonce or not submitted:
+        return False
+    return hmac.compare_digest(login_csrf_token(request, nonce), submitted)
 
 
 def check_csrf(request: Request, submitted: str | None) -> None:

@@ -19,10 +19,15 @@ from .. import service
 from ..status import JobStatus, UnknownStatus
 from . import streams
 from .auth import (
+    LOGIN_COOKIE,
+    LOGIN_MAX_AGE,
     SESSION_COOKIE,
     SESSION_MAX_AGE,
     check_csrf,
+    check_login_csrf,
     current_owner,
+    login_csrf_token,
+    login_nonce,
     runtime_of,
     session_cookie_value,
 )
@@ -100,7 +105,7 @@ def see_other(url: str) -> RedirectResponse:
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
 async def login_page(request: Request, next: str = "/notify") -> Response:
-    return render(request, "login.html", {"next": _safe_next(next), "error": None})
+    return _login_form(request, _safe_next(next))
 
 
 @router.post("/login", include_in_schema=False)
@@ -109,11 +114,12 @@ async def login(request: Request) -> Response:
     try:
         body = await read_body(request, 8 * 1024)
     except BodyTooLarge:
-        return render(
-            request, "login.html", {"next": "/notify", "error": "too large"}, 413
-        )
+        return _login_form(request, "/notify", "That form is too large.", 413)
     form = dict(parse_qsl(body.decode("utf-8", "replace"), max_num_fields=5))
     next_url = _safe_next(form.get("next", "/notify"))
+    if not check_login_csrf(request, form.get("csrf_token")):
+        return _login_form(request, next_url, "The form expired: log in again.", 403)
+
     token = form.get("token", "").strip()
     assert runtime.engine is not None
     found = None
@@ -123,8 +129,8 @@ async def login(request: Request) -> Response:
     if found is None:
         # Each wrong guess costs the guesser a second.
         await asyncio.sleep(1.0)
-        context = {"next": next_url, "error": "That token is not valid."}
-        return render(request, "login.html", context, 401)
+        return _login_form(request, next_url, "That token is not valid.", 401)
+
     response = see_other(next_url)
     response.set_cookie(
         SESSION_COOKIE,
@@ -132,6 +138,29 @@ async def login(request: Request) -> Response:
         max_age=SESSION_MAX_AGE,
         httponly=True,
         samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+def _login_form(
+    request: Request, next_url: str, error: str | None = None, status_code: int = 200
+) -> Response:
+    nonce = login_nonce(request)
+    context = {
+        "next": next_url,
+        "error": error,
+        "csrf_token": login_csrf_token(request, nonce),
+    }
+    response = render(request, "login.html", context, status_code)
+    response.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        max_age=LOGIN_MAX_AGE,
+        path="/login",
+        httponly=True,
+        samesite="strict",
         secure=request.url.scheme == "https",
     )
     return response
@@ -166,6 +195,7 @@ async def create_job(
     runtime = runtime_of(request)
     settings = runtime.settings
     form = is_form(request)
+    raw: dict[str, Any] = {}
     try:
         raw = await _read_job_request(request, body_limit(settings), form)
         if form:
@@ -173,8 +203,10 @@ async def create_job(
         job_input = await check_job_input(raw, settings, payload_is_text=form)
     except InputErrors as exc:
         if form:
+            # The same page again, the person's input kept, each message
+            # beside its field.
             context = await _list_context(request, owner, None, 1)
-            context.update(errors=exc.errors, form=raw if "raw" in locals() else {})
+            context.update(errors=exc.errors, form=raw)
             return render(request, "jobs.html", context, exc.status_code)
         return JSONResponse(exc.to_json(), status_code=exc.status_code)
     assert runtime.engine is not None
