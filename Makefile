@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test test-fast browser-deps lint format bench clean
+.PHONY: install run test test-fast browser-deps screenshots lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ browser-deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get -o DPkg::Lock::Timeout=600 \
 			install -y -qq chromium >/dev/null; \
 	fi
+
+## screenshots: the browser tests' pictures of the pages, into docs/screenshots
+screenshots: $(STAMP) browser-deps
+	NOTIFY_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q tests/browser/test_screenshots.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

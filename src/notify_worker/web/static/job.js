@@ -74,7 +74,7 @@
     job.attempt_history.forEach(function (attempt) {
       const row = rows.insertRow();
       cell(row, String(attempt.number), "num");
-      cell(row, when(attempt.started_at), "when");
+      cell(row, when(attempt.started_at), "when wide");
       cell(row, attempt.duration_ms + " ms", "num");
       cell(row, attempt.response_status === null ? "—" : String(attempt.response_status));
       cell(row, attempt.error || "", "error-text");
