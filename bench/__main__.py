@@ -1,3 +1,5 @@
 """Run every benchmark: `python -m bench` (or `make bench`)."""
 
-print("no benchmark yet")
+from .streams import main
+
+main()

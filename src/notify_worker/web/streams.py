@@ -14,6 +14,7 @@ every unfinished row of a page (browsers allow six connections per host).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -145,6 +146,9 @@ def _stream(
     )
 
 
+# The hub hands the same event object to every stream of a job: encode it
+# once, not once per stream (a thousand streams share one change).
+@functools.lru_cache(maxsize=1024)
 def sse_event(event: StatusEvent, with_id: bool = True) -> bytes:
     # json.dumps, never string formatting: an error message may hold quotes,
     # backslashes and newlines. Its output has no raw newline, so one
