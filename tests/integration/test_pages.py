@@ -136,3 +136,19 @@ async def test_a_payload_holding_html_is_shown_as_text(
         html = await page.text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>alert" not in html
+
+
+async def test_logging_out_needs_the_page_csrf_token(services: ServiceFactory) -> None:
+    svc = await services.start(run_worker=False)
+    session = await logged_in(svc)
+    logout = f"{svc.base_url}/logout"
+    async with session.post(logout, data={}, allow_redirects=False) as answer:
+        assert answer.status == 403
+    async with session.get(f"{svc.base_url}/notify") as page:
+        csrf = hidden(await page.text(), "csrf_token")
+    form = {"csrf_token": csrf}
+    async with session.post(logout, data=form, allow_redirects=False) as answer:
+        assert answer.status == 303
+    async with session.get(f"{svc.base_url}/notify", allow_redirects=False) as page:
+        assert page.status == 303
+        assert page.headers["Location"].startswith("/login")

@@ -167,7 +167,17 @@ def _login_form(
 
 
 @router.post("/logout", include_in_schema=False)
-async def logout() -> Response:
+async def logout(request: Request) -> Response:
+    # Another site must not be able to log people out either.
+    if request.cookies.get(SESSION_COOKIE):
+        try:
+            raw = await _read_job_request(request, 8 * 1024, True)
+        except InputErrors:
+            raw = {}
+        # The session cookie is what this request carries: hold it to the
+        # same check as every other cookie-authenticated form.
+        request.state.via_cookie = True
+        check_csrf(request, raw.get("csrf_token"))
     response = see_other("/login")
     response.delete_cookie(SESSION_COOKIE)
     return response
