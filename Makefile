@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test test-fast browser-deps lint format bench clean
+.PHONY: install run test test-fast browser-deps screenshots lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,20 @@ test: $(STAMP) browser-deps
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not browser"
 
-## browser-deps: Debian's Chromium for the Playwright tests (no browser download)
+## browser-deps: Debian's Chromium for the Playwright tests (no browser download);
+## waits for another apt run's lock rather than failing on it
 browser-deps:
 	@if [ ! -x $(CHROMIUM) ]; then \
 		echo "installing Debian's chromium for the browser tests"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+		$$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get -o DPkg::Lock::Timeout=600 \
+			install -y -qq chromium >/dev/null; \
 	fi
+
+## screenshots: the browser tests' pictures of the pages, into docs/screenshots
+screenshots: $(STAMP) browser-deps
+	NOTIFY_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q tests/browser/test_screenshots.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

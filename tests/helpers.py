@@ -206,11 +206,19 @@ class ServiceFactory:
         return load_settings(**values)
 
     async def start(
-        self, *, run_worker: bool = True, lookup: Any = None, **overrides: Any
+        self,
+        *,
+        run_worker: bool = True,
+        lookup: Any = None,
+        configure: Callable[[Any], None] | None = None,
+        **overrides: Any,
     ) -> RunningService:
+        """`configure` gets the app before it serves (to add a middleware)."""
         options = {} if lookup is None else {"lookup": lookup}
         runtime = Runtime(self.settings(**overrides), run_worker=run_worker, **options)
         app = create_app(runtime)
+        if configure is not None:
+            configure(app)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     shutdown_grace_secs: float = Field(default=10.0, ge=0, le=3600)
     max_payload_bytes: int = Field(default=256 * 1024, ge=2, le=64 * 1024 * 1024)
     response_excerpt_bytes: int = Field(default=64 * 1024, ge=0, le=16 * 1024 * 1024)
+    # Below the 10 s read timeout many HTTP clients and proxies use, and well
+    # inside the 15 s the stream contract promises.
+    keepalive_secs: float = Field(default=5.0, gt=0, le=15)
     secret_key: str | None = Field(default=None, min_length=32)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"

@@ -109,10 +109,10 @@ CLOSED = Closed()
 
 
 class Subscription:
-    """One stream's bounded view of one job's events."""
+    """One stream's bounded view of the events of one job (or a few)."""
 
-    def __init__(self, hub: EventHub, job_id: uuid.UUID, size: int) -> None:
-        self.job_id = job_id
+    def __init__(self, hub: EventHub, job_ids: frozenset[uuid.UUID], size: int) -> None:
+        self.job_ids = job_ids
         self._hub = hub
         self._queue: asyncio.Queue[StatusEvent | Resync | Closed] = asyncio.Queue(
             size + 1
@@ -181,20 +181,23 @@ class EventHub:
 
     # What the rest of the process uses.
 
-    def subscribe(self, job_id: uuid.UUID) -> Subscription:
-        subscription = Subscription(self, job_id, self._queue_size)
-        self._subscriptions.setdefault(job_id, set()).add(subscription)
+    def subscribe(self, *job_ids: uuid.UUID) -> Subscription:
+        """One queue for the events of these jobs (a page watching a list)."""
+        subscription = Subscription(self, frozenset(job_ids), self._queue_size)
+        for job_id in subscription.job_ids:
+            self._subscriptions.setdefault(job_id, set()).add(subscription)
         if self._closing:
             subscription.end()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        watchers = self._subscriptions.get(subscription.job_id)
-        if watchers is None:
-            return
-        watchers.discard(subscription)
-        if not watchers:
-            del self._subscriptions[subscription.job_id]
+        for job_id in subscription.job_ids:
+            watchers = self._subscriptions.get(job_id)
+            if watchers is None:
+                continue
+            watchers.discard(subscription)
+            if not watchers:
+                del self._subscriptions[job_id]
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -204,7 +207,11 @@ class EventHub:
 
     @property
     def subscription_count(self) -> int:
-        return sum(len(watchers) for watchers in self._subscriptions.values())
+        """Open subscriptions, each counted once whatever it watches."""
+        return len(self._everyone())
+
+    def _everyone(self) -> set[Subscription]:
+        return set().union(*self._subscriptions.values())
 
     @property
     def connected(self) -> bool:
@@ -312,8 +319,7 @@ class EventHub:
         raise OSError("listening connection closed")
 
     def _resync_everyone(self) -> None:
-        for watchers in tuple(self._subscriptions.values()):
-            for subscription in tuple(watchers):
-                subscription.push(RESYNC)
+        for subscription in self._everyone():
+            subscription.push(RESYNC)
         for listener in self._reconnect_listeners:
             listener()

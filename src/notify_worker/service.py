@@ -315,6 +315,19 @@ async def get_job(
     return None if row is None else Job.from_row(row)
 
 
+async def get_jobs(
+    conn: AsyncConnection, job_ids: Iterable[uuid.UUID], owner_id: int
+) -> list[Job]:
+    """Those of these jobs that belong to the owner (in no particular order)."""
+    ids = list(job_ids)
+    if not ids:
+        return []
+    query = select(*_job_columns()).where(
+        notify_jobs.c.id.in_(ids), notify_jobs.c.owner_id == owner_id
+    )
+    return [Job.from_row(row) for row in await conn.execute(query)]
+
+
 async def list_jobs(
     conn: AsyncConnection,
     owner_id: int,

@@ -90,13 +90,17 @@ async def current_owner(request: Request) -> service.User:
     return user
 
 
+def _mac(request: Request, message: str) -> str:
+    key = runtime_of(request).secret_key.encode()
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
 def csrf_token(request: Request) -> str:
     """The token a page puts in its forms; empty without a session."""
     cookie = request.cookies.get(SESSION_COOKIE, "")
     if not cookie:
         return ""
-    key = runtime_of(request).secret_key.encode()
-    return hmac.new(key, b"csrf:" + cookie.encode(), hashlib.sha256).hexdigest()
+    return _mac(request, "csrf:" + cookie)
 
 
 def check_csrf(request: Request, submitted: str | None) -> None:
@@ -129,8 +133,7 @@ def login_form_key(request: Request) -> tuple[str, str]:
 
 
 def _login_token(request: Request, cookie: str) -> str:
-    key = runtime_of(request).secret_key.encode()
-    return hmac.new(key, b"login:" + cookie.encode(), hashlib.sha256).hexdigest()
+    return _mac(request, "login:" + cookie)
 
 
 def check_login_csrf(request: Request, submitted: str | None) -> None:

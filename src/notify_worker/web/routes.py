@@ -6,25 +6,20 @@ header that asks for text/html gets a page, anything else JSON.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
-from starlette.responses import StreamingResponse
 
 from .. import service
-from ..database import UNAVAILABLE_ERRORS
-from ..events import CLOSED, RESYNC, StatusEvent
 from ..status import JobStatus, UnknownStatus
-from . import openapi
+from . import openapi, streams
 from .auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -53,7 +48,11 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
-KEEPALIVE_SECS = 15.0
+# How long a login page stays usable before its form must be reloaded.
+LOGIN_FORM_MAX_AGE = 3600
+# First: `/notify/stream` must match before `/notify/{job_id}` does.
+router.include_router(streams.router)
+
 MAX_FORM_FIELDS = 20
 FORM_TYPE = "application/x-www-form-urlencoded"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -133,7 +132,8 @@ def _login_form(
     response.set_cookie(
         LOGIN_COOKIE,
         cookie,
-        max_age=SESSION_MAX_AGE,
+        max_age=LOGIN_FORM_MAX_AGE,
+        path="/login",
         httponly=True,
         samesite="lax",
         secure=is_https(request),
@@ -181,11 +181,22 @@ async def login(request: Request) -> Response:
         samesite="lax",
         secure=is_https(request),
     )
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
     return response
 
 
 @router.post("/logout", include_in_schema=False)
 async def logout(request: Request) -> Response:
+    # Another site must not be able to log people out either.
+    if request.cookies.get(SESSION_COOKIE):
+        try:
+            raw = await _read_job_request(request, 8 * 1024, True)
+        except InputErrors:
+            raw = {}
+        # The session cookie is what this request carries: hold it to the
+        # same check as every other cookie-authenticated form.
+        request.state.via_cookie = True
+        check_csrf(request, raw.get("csrf_token"))
     response = see_other("/login")
     response.delete_cookie(
         SESSION_COOKIE, httponly=True, samesite="lax", secure=is_https(request)
@@ -232,6 +243,8 @@ async def create_job(
         )
     except InputErrors as exc:
         if form:
+            # The same page again, the person's input kept, each message
+            # beside its field.
             context = await _list_context(request, owner, None, 1)
             context.update(errors=exc.errors, form=raw)
             return render(request, "jobs.html", context, exc.status_code)
@@ -568,104 +581,6 @@ async def checked_form(request: Request) -> bool:
 
 def conflict(detail: str, job: service.Job) -> JSONResponse:
     return JSONResponse({"detail": detail, "job": job.to_json()}, status_code=409)
-
-
-@router.get(
-    "/notify/{job_id}/stream",
-    summary="Server-Sent Events: the job's status now, then each change",
-    response_class=StreamingResponse,
-    responses={
-        200: {"content": {"text/event-stream": {}}},
-        204: {"description": "Final event already seen"},
-        **openapi.responses(401, 404, 422, html=True),
-    },
-)
-async def stream_job(
-    request: Request, job_id: uuid.UUID, owner: service.User = Depends(current_owner)
-) -> Response:
-    runtime = runtime_of(request)
-    assert runtime.hub is not None
-    await _owned_job(request, job_id, owner)
-    # Subscribe before reading the row, so no change falls between the two.
-    subscription = runtime.hub.subscribe(job_id)
-    try:
-        job = await _owned_job(request, job_id, owner)
-    except BaseException:
-        subscription.close()
-        raise
-    seen = _last_event_id(request)
-    if job.status.is_terminal and seen is not None and seen >= job.version:
-        subscription.close()
-        return Response(status_code=204)
-    return StreamingResponse(
-        _events(request, subscription, job, seen),
-        media_type="text/event-stream",
-        headers={
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            "Content-Encoding": "identity",
-        },
-    )
-
-
-def _last_event_id(request: Request) -> int | None:
-    value = request.headers.get("last-event-id", "").strip()
-    return int(value) if value.isdigit() else None
-
-
-def sse_event(event: StatusEvent) -> bytes:
-    data = json.dumps(event.to_data(), ensure_ascii=False)
-    return f"id: {event.version}\ndata: {data}\n\n".encode()
-
-
-async def _events(
-    request: Request, subscription: Any, job: service.Job, seen: int | None
-) -> AsyncIterator[bytes]:
-    """The stream's body; Starlette cancels it when the client goes away."""
-    with subscription:
-        current = StatusEvent.from_job(job)
-        if seen is None or seen < current.version or not current.status.is_terminal:
-            yield sse_event(current)
-        last = current.version
-        if current.status.is_terminal:
-            return
-        while True:
-            try:
-                async with asyncio.timeout(KEEPALIVE_SECS):
-                    item = await subscription.get()
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
-            if item is CLOSED:
-                # The process is shutting down; EventSource reconnects.
-                return
-            if item is RESYNC:
-                item = await _reload(request, job.id)
-            assert isinstance(item, StatusEvent)
-            if item.version <= last:
-                continue
-            last = item.version
-            yield sse_event(item)
-            if item.status.is_terminal:
-                return
-
-
-async def _reload(request: Request, job_id: uuid.UUID) -> StatusEvent:
-    """The job's state from the table, waiting out a database outage.
-
-    A resync comes right after the listener reconnected, when the pool may
-    still hold dead connections; the stream's headers are sent, so it has
-    no error status to give: it waits (the client's disconnect cancels it).
-    """
-    delay = 0.5
-    while True:
-        try:
-            job = await _owned_job(request, job_id, request.state.owner)
-        except UNAVAILABLE_ERRORS:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-            continue
-        return StatusEvent.from_job(job)
 
 
 @router.get("/healthz", summary="Liveness")
