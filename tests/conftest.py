@@ -13,6 +13,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -46,43 +47,41 @@ async def _admin(server_url: URL) -> asyncpg.Connection:
     return await asyncpg.connect(database.asyncpg_dsn(server_url))
 
 
-@pytest.fixture(scope="session")
-async def template_database(server_url: URL) -> AsyncIterator[str]:
-    name = f"notify_tmpl_{uuid.uuid4().hex[:12]}"
+@asynccontextmanager
+async def scratch_database(
+    server_url: URL, prefix: str, template: str | None = None
+) -> AsyncIterator[str]:
+    """A database of its own for the duration, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await _admin(server_url)
+    clause = f' TEMPLATE "{template}"' if template else ""
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        await database.upgrade_async(server_url.set(database=name))
+        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
         yield name
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 
 
+@pytest.fixture(scope="session")
+async def template_database(server_url: URL) -> AsyncIterator[str]:
+    async with scratch_database(server_url, "notify_tmpl") as name:
+        await database.upgrade_async(server_url.set(database=name))
+        yield name
+
+
 @pytest.fixture
 async def db_url(server_url: URL, template_database: str) -> AsyncIterator[URL]:
     """A fresh, migrated database for one test."""
-    name = f"notify_test_{uuid.uuid4().hex[:12]}"
-    admin = await _admin(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    async with scratch_database(server_url, "notify_test", template_database) as name:
         yield server_url.set(database=name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture
 async def empty_db_url(server_url: URL) -> AsyncIterator[URL]:
     """A database with no schema at all, for the migration tests."""
-    name = f"notify_empty_{uuid.uuid4().hex[:12]}"
-    admin = await _admin(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+    async with scratch_database(server_url, "notify_empty") as name:
         yield server_url.set(database=name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .config import ConfigError, Settings
+from .processes import process_alive
 
 logger = logging.getLogger(__name__)
 
@@ -92,19 +92,9 @@ def _forget_dead_handles(path: Path) -> None:
         pids = json.loads(path.read_text() or "[]")
     except (OSError, ValueError):
         return
-    live = [pid for pid in pids if _pid_alive(pid)]
+    live = [pid for pid in pids if process_alive(pid, None)]
     if live != pids:
         path.write_text(json.dumps(live))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def asyncpg_dsn(url: URL) -> str:

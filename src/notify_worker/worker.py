@@ -19,7 +19,6 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,6 +29,7 @@ from .database import UNAVAILABLE_ERRORS
 from .delivery import AttemptResult, Deliverer
 from .events import EventHub, StatusEvent
 from .metrics import Metrics
+from .processes import process_alive, process_start_ticks
 from .status import JobStatus
 
 logger = logging.getLogger(__name__)
@@ -52,35 +52,6 @@ RETRY_AFTER_STATUS = frozenset({429, 503})
 # Failures without an answer that another try cannot change.
 FINAL_ERRORS = ("blocked address", "invalid URL")
 JITTER = 0.2
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """When the process started, in clock ticks since boot (Linux only)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def process_alive(pid: int, started: int | None) -> bool:
-    """Is this the same process, still running (zombies count as dead)?"""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in {"Z", "X"}:
-        return False
-    return started is None or int(fields[19]) == started
 
 
 def is_retryable(result: AttemptResult) -> bool:
