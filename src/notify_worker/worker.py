@@ -366,6 +366,7 @@ class Worker:
         self._attempts[job.id] = task
 
     async def _attempt(self, job: service.Job) -> None:
+        started_at = datetime.now(UTC)
         try:
             body = job.payload.encode()
             result = await self._deliverer.deliver(
@@ -373,7 +374,7 @@ class Worker:
             )
         except asyncio.CancelledError:
             reason = self._abort_reasons.pop(job.id, ABORT_SHUTDOWN)
-            await asyncio.shield(self._aborted(job, reason))
+            await asyncio.shield(self._aborted(job, reason, started_at))
             raise
         else:
             self._recording.add(job.id)
@@ -476,8 +477,21 @@ class Worker:
                 extra={"action": "attempt_failed", "error": result.error, **fields},
             )
 
-    async def _aborted(self, job: service.Job, reason: str) -> None:
+    async def _aborted(
+        self, job: service.Job, reason: str, started_at: datetime
+    ) -> None:
         fields = {"job_id": str(job.id), "owner_id": job.owner_id, "reason": reason}
+        if reason == ABORT_CANCELLED:
+            # The cancelled job's history shows the request it cut short. An
+            # attempt handed back at shutdown is refunded and not recorded:
+            # the next worker's attempt takes its number.
+            await self._retry_db(
+                "attempt_record",
+                lambda conn: service.record_attempt(
+                    conn, _aborted_attempt(job, started_at), self.id
+                ),
+                attempts=5,
+            )
         if reason == ABORT_SHUTDOWN:
             await self._retry_db(
                 "job_hand_back",
@@ -632,3 +646,17 @@ class Worker:
             exc_info=not isinstance(exc, UNAVAILABLE_ERRORS),
             extra={"action": action, "worker_id": str(self.id)},
         )
+
+
+def _aborted_attempt(job: service.Job, started_at: datetime) -> service.Attempt:
+    finished_at = datetime.now(UTC)
+    return service.Attempt(
+        job_id=job.id,
+        number=job.attempts,
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_ms=int((finished_at - started_at).total_seconds() * 1000),
+        response_status=None,
+        error="aborted: cancelled by owner",
+        response_excerpt=None,
+    )

@@ -70,6 +70,24 @@ async def test_each_bad_json_request_gets_a_precise_4xx(svc):
             "must name a host",
         ),
         (
+            {"target_url": "http://127.0.0.1:0/", "payload": {}},
+            422,
+            "target_url",
+            "port 0 cannot be connected to",
+        ),
+        (
+            {"target_url": ok, "payload": {}, "max_attempts": "3"},
+            422,
+            "max_attempts",
+            "must be a whole number",
+        ),
+        (
+            {"target_url": ok, "payload": {}, "max_attempts": 2.5},
+            422,
+            "max_attempts",
+            "must be a whole number",
+        ),
+        (
             {"target_url": "http://127.0.0.1:99999/", "payload": {}},
             422,
             "target_url",

@@ -130,13 +130,15 @@ def _url_problem(value: Any) -> tuple[str | None, str | None]:
         return "must not contain spaces or control characters", None
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 (parsing the port validates it)
+        port = parts.port
     except ValueError as exc:
         return f"not a valid URL: {exc}", None
     if parts.scheme.lower() not in {"http", "https"}:
         return "must be an http:// or https:// URL", None
     if not parts.hostname:
         return "must name a host", None
+    if port == 0:
+        return "port 0 cannot be connected to", None
     return None, url
 
 
@@ -229,12 +231,15 @@ def _check_payload(
 def _check_attempts(value: Any, errors: InputErrors) -> int | None:
     if value is None or value == "":
         return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
+    # JSON gives a number; a form gives its digits. Nothing else is guessed:
+    # "3" in JSON, 2.5 and true are refused rather than rounded or cast.
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
         errors.add("max_attempts", "must be a whole number")
         return None
-    if isinstance(value, bool) or not 1 <= number <= 100:
+    number = value
+    if not 1 <= number <= 100:
         errors.add("max_attempts", "must be between 1 and 100")
         return None
     return number
