@@ -114,7 +114,7 @@ async def test_the_list_is_newest_first_filtered_and_paginated(
     async with session.get(f"{svc.base_url}/notify?per_page=2") as page:
         first = await page.text()
     assert ids(first) == [jobs[4]["id"], jobs[3]["id"]]
-    assert 'href="?page=2"' in first and "Newer" not in first
+    assert 'href="?page=2&amp;per_page=2"' in first and "Newer" not in first
     async with session.get(f"{svc.base_url}/notify?per_page=2&page=3") as page:
         last = await page.text()
     assert ids(last) == [jobs[0]["id"]] and "Older" not in last

@@ -97,7 +97,9 @@ async def check_job_input(
             errors.add(str(name), f"unknown field {name!r}")
     url = await _check_url(raw.get("target_url"), settings, lookup, errors)
     payload = _check_payload(raw, settings, errors, payload_is_text=payload_is_text)
-    max_attempts = _check_attempts(raw.get("max_attempts"), errors)
+    max_attempts = _check_attempts(
+        raw.get("max_attempts"), errors, from_form=payload_is_text
+    )
     if errors.errors:
         raise errors
     assert url is not None and payload is not None
@@ -228,12 +230,12 @@ def _check_payload(
     return text
 
 
-def _check_attempts(value: Any, errors: InputErrors) -> int | None:
+def _check_attempts(value: Any, errors: InputErrors, *, from_form: bool) -> int | None:
     if value is None or value == "":
         return None
     # JSON gives a number; a form gives its digits. Nothing else is guessed:
     # "3" in JSON, 2.5 and true are refused rather than rounded or cast.
-    if isinstance(value, str) and value.strip().isdigit():
+    if from_form and isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         errors.add("max_attempts", "must be a whole number")
