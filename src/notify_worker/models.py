@@ -62,6 +62,9 @@ api_tokens = Table(
         "created_at", DateTime(timezone=True), nullable=False, server_default=func.now()
     ),
     Column("revoked_at", DateTime(timezone=True)),
+    # Bumped by a logout: every session cookie made with the token before
+    # carries the old number and stops working.
+    Column("session_generation", Integer, nullable=False, server_default="0"),
     Index("api_tokens_user_id_idx", "user_id"),
 )
 

@@ -268,15 +268,39 @@ async def authenticate(conn: AsyncConnection, token: str) -> tuple[User, int] | 
     return User(id=row[2], name=row.name), row[0]
 
 
-async def user_for_token_id(conn: AsyncConnection, token_id: int) -> User | None:
+async def user_for_session(
+    conn: AsyncConnection, token_id: int, generation: int
+) -> User | None:
+    """The owner of a browser session, unless its token was revoked or the
+    session was ended by a logout."""
     row = (
         await conn.execute(
             select(users.c.id, users.c.name)
             .join(api_tokens, api_tokens.c.user_id == users.c.id)
-            .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+            .where(
+                api_tokens.c.id == token_id,
+                api_tokens.c.revoked_at.is_(None),
+                api_tokens.c.session_generation == generation,
+            )
         )
     ).first()
     return None if row is None else User(id=row.id, name=row.name)
+
+
+async def session_generation(conn: AsyncConnection, token_id: int) -> int:
+    value = await conn.scalar(
+        select(api_tokens.c.session_generation).where(api_tokens.c.id == token_id)
+    )
+    return int(value or 0)
+
+
+async def end_sessions(conn: AsyncConnection, token_id: int) -> None:
+    """Log out every browser session made with this token."""
+    await conn.execute(
+        update(api_tokens)
+        .where(api_tokens.c.id == token_id)
+        .values(session_generation=api_tokens.c.session_generation + 1)
+    )
 
 
 # Jobs as their owners see them.

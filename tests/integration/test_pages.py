@@ -152,3 +152,27 @@ async def test_logging_out_needs_the_page_csrf_token(services: ServiceFactory) -
     async with session.get(f"{svc.base_url}/notify", allow_redirects=False) as page:
         assert page.status == 303
         assert page.headers["Location"].startswith("/login")
+
+
+async def test_a_cookie_copied_before_logout_stops_working(
+    services: ServiceFactory,
+) -> None:
+    svc = await services.start(run_worker=False)
+    session = await logged_in(svc)
+    copied = {cookie.key: cookie.value for cookie in session.cookie_jar}
+    async with session.get(f"{svc.base_url}/notify") as page:
+        csrf = hidden(await page.text(), "csrf_token")
+    async with session.post(
+        f"{svc.base_url}/logout", data={"csrf_token": csrf}, allow_redirects=False
+    ) as answer:
+        assert answer.status == 303
+
+    async with aiohttp.ClientSession(cookies=copied) as thief:
+        async with thief.get(f"{svc.base_url}/notify") as page:
+            assert page.status == 401
+    # The API token itself still works, and a new login makes a new session.
+    async with svc.session.get(f"{svc.base_url}/notify", headers=svc.auth) as page:
+        assert page.status == 200
+    again = await logged_in(svc)
+    async with again.get(f"{svc.base_url}/notify", allow_redirects=False) as page:
+        assert page.status == 200

@@ -46,8 +46,20 @@ def _serializer(runtime: Runtime) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(runtime.secret_key, salt="notify-session")
 
 
-def session_cookie_value(runtime: Runtime, token_id: int) -> str:
-    return _serializer(runtime).dumps({"token": token_id})
+def session_cookie_value(runtime: Runtime, token_id: int, generation: int) -> str:
+    return _serializer(runtime).dumps({"token": token_id, "generation": generation})
+
+
+def session_of(request: Request) -> tuple[int, int] | None:
+    """The token id and session generation a valid cookie holds."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is None:
+        return None
+    try:
+        data = _serializer(runtime_of(request)).loads(cookie, max_age=SESSION_MAX_AGE)
+        return int(data["token"]), int(data.get("generation", 0))
+    except (BadSignature, KeyError, TypeError, ValueError):
+        return None
 
 
 def _bearer(request: Request) -> str | None:
@@ -78,12 +90,11 @@ async def current_owner(request: Request) -> service.User:
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie is None:
         raise NotAuthenticated("credentials required")
-    try:
-        data = _serializer(runtime).loads(cookie, max_age=SESSION_MAX_AGE)
-    except BadSignature:
-        raise NotAuthenticated("the session is invalid or has expired") from None
+    session = session_of(request)
+    if session is None:
+        raise NotAuthenticated("the session is invalid or has expired")
     async with runtime.engine.connect() as conn:
-        user = await service.user_for_token_id(conn, int(data["token"]))
+        user = await service.user_for_session(conn, *session)
     if user is None:
         raise NotAuthenticated("the session has ended")
     request.state.owner, request.state.via_cookie = user, True

@@ -32,6 +32,7 @@ from .auth import (
     login_throttle,
     runtime_of,
     session_cookie_value,
+    session_of,
 )
 from .inputs import (
     BodyTooLarge,
@@ -163,9 +164,12 @@ async def login(request: Request) -> Response:
     token = form.get("token", "").strip()
     assert runtime.engine is not None
     found = None
+    generation = 0
     if token:
         async with runtime.engine.connect() as conn:
             found = await service.authenticate(conn, token)
+            if found is not None:
+                generation = await service.session_generation(conn, found[1])
     if found is None:
         logger.warning(
             "login failed", extra={"action": "login_failed", "client": client}
@@ -175,7 +179,7 @@ async def login(request: Request) -> Response:
     response = see_other(next_url)
     response.set_cookie(
         SESSION_COOKIE,
-        session_cookie_value(runtime, found[1]),
+        session_cookie_value(runtime, found[1], generation),
         max_age=SESSION_MAX_AGE,
         httponly=True,
         samesite="lax",
@@ -197,6 +201,13 @@ async def logout(request: Request) -> Response:
         # same check as every other cookie-authenticated form.
         request.state.via_cookie = True
         check_csrf(request, raw.get("csrf_token"))
+        # End the session on the server too: a copy of the cookie taken
+        # before the logout must not keep working for its 14 days.
+        session = session_of(request)
+        engine = runtime_of(request).engine
+        if session is not None and engine is not None:
+            async with engine.begin() as conn:
+                await service.end_sessions(conn, session[0])
     response = see_other("/login")
     response.delete_cookie(
         SESSION_COOKIE, httponly=True, samesite="lax", secure=is_https(request)

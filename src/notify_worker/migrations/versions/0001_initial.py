@@ -63,6 +63,7 @@ def upgrade() -> None:
             "created_at", TIMESTAMP, nullable=False, server_default=sa.func.now()
         ),
         sa.Column("revoked_at", TIMESTAMP),
+        sa.Column("session_generation", sa.Integer, nullable=False, server_default="0"),
         sa.PrimaryKeyConstraint("id", name="api_tokens_pkey"),
         sa.ForeignKeyConstraint(
             ["user_id"],
