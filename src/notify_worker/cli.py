@@ -22,7 +22,7 @@ import uvicorn
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import admin, client, database, logs, service, signing
+from . import admin, client, database, echo, logs, service, signing
 from .config import ConfigError, Settings, load_settings, parse_duration
 from .runtime import Runtime
 from .status import JobStatus, UnknownStatus
@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_job_commands(commands)
     _add_send_command(commands)
+    echo_target = commands.add_parser(
+        "echo", help="a local target that prints every notification it receives"
+    )
+    echo_target.add_argument("--host", default="127.0.0.1")
+    echo_target.add_argument("--port", type=int, default=9000)
     return parser
 
 
@@ -153,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(settings, run_worker=not args.no_worker)
+        if args.command == "echo":
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(echo.serve(args.host, args.port))
+            return 0
         if args.command == "worker":
             return asyncio.run(run_worker(settings))
         if args.command == "migrate":

@@ -31,7 +31,8 @@ async def _receive(request: web.Request) -> web.Response:
             lines.append(f"  {name}: {request.headers[name]}")
     lines.append("  " + body.decode("utf-8", errors="replace"))
     print("\n".join(lines), flush=True)
-    status = int(request.query.get("status", "200"))
+    asked = request.query.get("status", "200")
+    status = int(asked) if asked.isdigit() and 200 <= int(asked) <= 599 else 200
     return web.Response(status=status, text="received\n")
 
 

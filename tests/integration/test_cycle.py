@@ -212,3 +212,33 @@ async def test_no_credentials_is_401_and_a_browser_is_sent_to_log_in(
     ) as response:
         assert response.status == 303
         assert response.headers["Location"].startswith("/login?next=")
+
+
+async def test_json_sent_as_a_form_is_told_its_content_type(
+    services: ServiceFactory, target: TargetServer
+) -> None:
+    svc = await services.start(run_worker=False)
+    body = json.dumps({"target_url": target.url("/ok"), "payload": {}})
+    headers = {**svc.auth, "Content-Type": "application/x-www-form-urlencoded"}
+    async with svc.session.post(
+        f"{svc.base_url}/notify", data=body, headers=headers
+    ) as response:
+        assert response.status == 415
+        assert "Content-Type: application/json" in await response.text()
+
+
+async def test_accept_q_values_decide_between_page_and_json(
+    services: ServiceFactory,
+) -> None:
+    svc = await services.start(run_worker=False)
+    for accept, kind in [
+        ("text/html;q=0.1, application/json", "application/json"),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", "text/html"),
+        ("*/*", "application/json"),
+    ]:
+        async with svc.session.get(
+            f"{svc.base_url}/notify", headers={**svc.auth, "Accept": accept}
+        ) as response:
+            assert response.content_type == kind, accept
+    async with svc.session.head(f"{svc.base_url}/healthz") as response:
+        assert response.status == 200

@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 
 from .. import service
 from ..database import UNAVAILABLE_ERRORS
@@ -30,6 +31,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotAuthenticated, _not_authenticated)
     app.add_exception_handler(service.NotFound, _not_found)
     app.add_exception_handler(CsrfFailed, _csrf_failed)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     for error in UNAVAILABLE_ERRORS:
         app.add_exception_handler(error, _database_unavailable)
 
@@ -105,3 +107,13 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
     return JSONResponse(
         {"detail": UNAVAILABLE_MESSAGE}, status_code=503, headers=headers
     )
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client left while sending its body: nobody reads this answer, and
+    # it is no server error worth a traceback.
+    logger.info(
+        "client went away mid-request",
+        extra={"action": "client_disconnected", "path": request.url.path},
+    )
+    return Response(status_code=400)

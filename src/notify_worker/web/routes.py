@@ -99,8 +99,24 @@ class InvalidIdempotencyKey(ValueError):
 
 
 def wants_html(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    return "text/html" in accept
+    """Whether the client prefers a page to JSON, by its Accept q-values."""
+    html = json_ = 0.0
+    for part in request.headers.get("accept", "").split(","):
+        kind, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        kind = kind.strip().lower()
+        if kind in {"text/html", "application/xhtml+xml"}:
+            html = max(html, quality)
+        elif kind == "application/json":
+            json_ = max(json_, quality)
+    return html > 0 and html >= json_
 
 
 def is_form(request: Request) -> bool:
@@ -343,6 +359,16 @@ async def _insert_job_once(
 
 async def _read_job_request(request: Request, limit: int, form: bool) -> dict[str, Any]:
     body = await _read_capped(request, limit)
+    if form and body.lstrip()[:1] in {b"{", b"["}:
+        # curl -d sends a form unless told otherwise: say so, rather than
+        # report the whole JSON document as one unknown form field.
+        errors = InputErrors(status_code=415)
+        errors.add(
+            "body",
+            "this looks like JSON sent as a form: add `Content-Type: application/json`",
+        )
+        errors.status_code = 415
+        raise errors
     if form:
         return await _parse_form(request, body)
     data = parse_json_body(request, body)
@@ -427,6 +453,9 @@ async def list_jobs(
     try:
         wanted = JobStatus.parse(status) if status else None
     except UnknownStatus as exc:
+        if wants_html(request):
+            context = {"title": "Unknown status", "message": str(exc), "owner": owner}
+            return render(request, "error.html", context, 422)
         return JSONResponse(
             {
                 "detail": [
@@ -594,7 +623,7 @@ def conflict(detail: str, job: service.Job) -> JSONResponse:
     return JSONResponse({"detail": detail, "job": job.to_json()}, status_code=409)
 
 
-@router.get("/healthz", summary="Liveness")
+@router.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
