@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from .. import service
 from ..config import Settings
 from ..runtime import Runtime
+from . import openapi
 from .auth import current_owner, runtime_of
 from .inputs import InputErrors, JobInput, body_limit, check_job_input
 from .routes import created_response, job_action, read_json_body
@@ -51,7 +52,10 @@ READY_TIMEOUT_SECS = 2.0
             },
         }
     },
-    responses={422: {"description": "Each bad entry, by index; nothing created"}},
+    responses={
+        **openapi.responses(401, 403, 413, 415, 422),
+        422: {"description": "Each bad entry, by index; nothing created"},
+    },
 )
 async def create_batch(
     request: Request, owner: service.User = Depends(current_owner)
@@ -129,6 +133,7 @@ def _new_job(job_input: JobInput | InputErrors, settings: Settings) -> service.N
     status_code=201,
     summary="Retry a failed or cancelled job as a new job",
     responses={
+        **openapi.responses(401, 403, 404, 409, 413, 422, html=True),
         303: {"description": "Form posts are sent to the new job's page"},
         409: {"description": "The job is not failed or cancelled"},
     },

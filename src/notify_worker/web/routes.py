@@ -623,7 +623,8 @@ def conflict(detail: str, job: service.Job) -> JSONResponse:
     return JSONResponse({"detail": detail, "job": job.to_json()}, status_code=409)
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness")
+@router.head("/healthz", include_in_schema=False)
+@router.get("/healthz", summary="Liveness")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 

@@ -26,6 +26,7 @@ from starlette.responses import StreamingResponse
 from .. import service
 from ..database import UNAVAILABLE_ERRORS
 from ..events import CLOSED, RESYNC, StatusEvent, Subscription
+from . import openapi
 from .auth import current_owner, runtime_of
 
 router = APIRouter()
@@ -43,6 +44,7 @@ STREAM_HEADERS = {
 SSE_RESPONSES = {
     200: {"content": {"text/event-stream": {}}},
     204: {"description": "Nothing left to stream: the final event was seen"},
+    **openapi.responses(401, 404, 422, html=True),
 }
 
 Reload = Callable[[], Awaitable[list[service.Job]]]
