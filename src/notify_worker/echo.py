@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+MAX_DELAY_SECS = 120.0
+
 SHOWN_HEADERS = (
     "content-type",
     "webhook-id",
@@ -33,6 +35,9 @@ async def _receive(request: web.Request) -> web.Response:
     print("\n".join(lines), flush=True)
     asked = request.query.get("status", "200")
     status = int(asked) if asked.isdigit() and 200 <= int(asked) <= 599 else 200
+    delay = request.query.get("delay", "0")
+    if delay.replace(".", "", 1).isdigit():
+        await asyncio.sleep(min(float(delay), MAX_DELAY_SECS))
     return web.Response(status=status, text="received\n")
 
 
@@ -43,7 +48,7 @@ async def serve(host: str, port: int) -> None:
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     print(
-        f"echo target on http://{host}:{port}/ (any path; ?status=500 answers 500)",
+        f"echo target on http://{host}:{port}/ (any path; ?status=503 answers 503, ?delay=5 answers after 5 s)",
         file=sys.stderr,
         flush=True,
     )
