@@ -15,11 +15,12 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, delete, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -87,6 +88,8 @@ class Job:
     created_at: datetime
     updated_at: datetime
     retry_of: uuid.UUID | None = None
+    # Filled by a claim only: the owner's live signing secrets, newest first.
+    signing_keys: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -95,6 +98,8 @@ class Job:
             key: row._mapping[key] for key in cls.__slots__ if key in row._mapping
         }
         values["status"] = JobStatus.parse(values["status"])
+        if "signing_keys" in values:
+            values["signing_keys"] = tuple(values["signing_keys"] or ())
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
@@ -430,6 +435,7 @@ async def _transition(
     values: dict[str, Any],
     owner_id: int | None = None,
     worker_id: uuid.UUID | None = None,
+    attempt: Attempt | None = None,
 ) -> Job | None:
     allowed = [status.value for status in sources_of(target)]
     query = (
@@ -438,6 +444,11 @@ async def _transition(
         .values(**_changed(status=target.value, **values))
         .returning(*_job_columns())
     )
+    if attempt is not None:
+        # The attempt's record rides in the same statement as the outcome
+        # (a data-modifying CTE runs whether or not the UPDATE matches):
+        # one round trip, and no transaction to open and commit.
+        query = query.add_cte(_attempt_insert(attempt, worker_id).cte("attempt"))
     if owner_id is not None:
         query = query.where(notify_jobs.c.owner_id == owner_id)
     if worker_id is not None:
@@ -496,7 +507,7 @@ async def claim_jobs(
                 started_at=func.coalesce(notify_jobs.c.started_at, func.now()),
             )
         )
-        .returning(*_job_columns())
+        .returning(*_job_columns(), _live_signing_keys().label("signing_keys"))
     )
     rows = await conn.execute(query)
     jobs = [Job.from_row(row) for row in rows]
@@ -504,26 +515,64 @@ async def claim_jobs(
     return jobs
 
 
+def _live_signing_keys() -> Any:
+    """The job owner's signing secrets in use now, newest first, as an array.
+
+    Read in the claim itself, so an attempt costs no query of its own, and a
+    rotation applies from the next claim on.
+    """
+    return (
+        select(
+            func.array_agg(
+                aggregate_order_by(
+                    signing_secrets.c.secret,
+                    signing_secrets.c.created_at.desc(),
+                    signing_secrets.c.id.desc(),
+                )
+            )
+        )
+        .where(
+            signing_secrets.c.user_id == notify_jobs.c.owner_id,
+            or_(
+                signing_secrets.c.expires_at.is_(None),
+                signing_secrets.c.expires_at > func.now(),
+            ),
+        )
+        .scalar_subquery()
+    )
+
+
 async def mark_success(
-    conn: AsyncConnection, job_id: uuid.UUID, worker_id: uuid.UUID
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    worker_id: uuid.UUID,
+    *,
+    attempt: Attempt | None = None,
 ) -> Job | None:
     return await _transition(
         conn,
         job_id,
         JobStatus.SUCCESS,
         worker_id=worker_id,
+        attempt=attempt,
         values={"finished_at": func.now(), "error_message": None, "worker_id": None},
     )
 
 
 async def mark_failed(
-    conn: AsyncConnection, job_id: uuid.UUID, worker_id: uuid.UUID, message: str
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    worker_id: uuid.UUID,
+    message: str,
+    *,
+    attempt: Attempt | None = None,
 ) -> Job | None:
     return await _transition(
         conn,
         job_id,
         JobStatus.FAILED,
         worker_id=worker_id,
+        attempt=attempt,
         values={"finished_at": func.now(), "error_message": message, "worker_id": None},
     )
 
@@ -536,6 +585,7 @@ async def release_job(
     run_at: datetime | None = None,
     message: str | None = None,
     refund_attempt: bool = False,
+    attempt: Attempt | None = None,
 ) -> Job | None:
     """Hand a running job back to pending: a retry is due, or shutdown."""
     values: dict[str, Any] = {
@@ -546,16 +596,25 @@ async def release_job(
     if refund_attempt:
         values["attempts"] = func.greatest(notify_jobs.c.attempts - 1, 0)
     return await _transition(
-        conn, job_id, JobStatus.PENDING, worker_id=worker_id, values=values
+        conn,
+        job_id,
+        JobStatus.PENDING,
+        worker_id=worker_id,
+        values=values,
+        attempt=attempt,
     )
 
 
 async def record_attempt(
     conn: AsyncConnection, attempt: Attempt, worker_id: uuid.UUID
 ) -> None:
+    await conn.execute(_attempt_insert(attempt, worker_id))
+
+
+def _attempt_insert(attempt: Attempt, worker_id: uuid.UUID | None) -> Any:
     # A retried write whose first commit went through but whose answer was
     # lost must not fail forever on the unique (job, number) index.
-    await conn.execute(
+    return (
         pg_insert(notify_attempts)
         .values(
             job_id=attempt.job_id,

@@ -113,6 +113,7 @@ class Worker:
         self.id = uuid.uuid4()
         self.hostname = socket.gethostname()
         self._engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._hub = hub
         self._deliverer = deliverer
         self._settings = settings
@@ -336,7 +337,8 @@ class Worker:
         return False
 
     async def _claim(self, limit: int) -> list[service.Job]:
-        async with self._engine.begin() as conn:
+        # One statement, atomic by itself: no transaction to open and commit.
+        async with self._autocommit.connect() as conn:
             jobs = await service.claim_jobs(conn, self.id, limit)
         for job in jobs:
             logger.debug(
@@ -369,9 +371,9 @@ class Worker:
         started_at = datetime.now(UTC)
         try:
             body = job.payload.encode()
-            result = await self._deliverer.deliver(
-                job.target_url, body, await self._delivery_headers(job, body)
-            )
+            # The claim brought the owner's signing secrets along.
+            headers = signing.headers(str(job.id), body, list(job.signing_keys))
+            result = await self._deliverer.deliver(job.target_url, body, headers)
         except asyncio.CancelledError:
             reason = self._abort_reasons.pop(job.id, ABORT_SHUTDOWN)
             await asyncio.shield(self._aborted(job, reason, started_at))
@@ -384,16 +386,6 @@ class Worker:
             self._abort_reasons.pop(job.id, None)
             self._recording.discard(job.id)
             self._semaphore.release()
-
-    async def _delivery_headers(self, job: service.Job, body: bytes) -> dict[str, str]:
-        # Read at each attempt, so a rotation applies to the next attempt;
-        # retried through an outage like the outcome write, so the job is
-        # never left running without an attempt.
-        keys = await self._retry_db(
-            "signing_secrets_read",
-            lambda conn: service.active_signing_secrets(conn, job.owner_id),
-        )
-        return signing.headers(str(job.id), body, keys)
 
     async def _record(self, job: service.Job, result: AttemptResult) -> None:
         attempt = service.Attempt(
@@ -420,17 +412,26 @@ class Worker:
             run_at = datetime.now(UTC) + delay
 
         async def write(conn: Any) -> service.Job | None:
-            await service.record_attempt(conn, attempt, self.id)
+            # The attempt's record and the outcome go in one statement.
             if result.ok:
-                return await service.mark_success(conn, job.id, self.id)
+                return await service.mark_success(
+                    conn, job.id, self.id, attempt=attempt
+                )
             if run_at is not None:
                 return await service.release_job(
-                    conn, job.id, self.id, run_at=run_at, message=result.error
+                    conn,
+                    job.id,
+                    self.id,
+                    run_at=run_at,
+                    message=result.error,
+                    attempt=attempt,
                 )
             assert result.error is not None
-            return await service.mark_failed(conn, job.id, self.id, result.error)
+            return await service.mark_failed(
+                conn, job.id, self.id, result.error, attempt=attempt
+            )
 
-        updated = await self._retry_db("attempt_record", write)
+        updated = await self._retry_db("attempt_record", write, autocommit=True)
         self._metrics.attempt_done(result.duration_ms, result.ok)
         if updated is not None and updated.status.is_terminal:
             self._metrics.job_finished(updated.status)
@@ -615,17 +616,23 @@ class Worker:
         work: Callable[[Any], Awaitable[T]],
         *,
         attempts: int | None = None,
+        autocommit: bool = False,
     ) -> T:
         """Run `work` in a transaction until the database takes it.
 
         An outcome that was not written would leave its job running under a
         live worker forever, so the write is retried through an outage.
+        `autocommit` is for work that is one statement: it then needs no
+        BEGIN and COMMIT of its own.
         """
         delay = 0.2
         tries = 0
         while True:
             tries += 1
             try:
+                if autocommit:
+                    async with self._autocommit.connect() as conn:
+                        return await work(conn)
                 async with self._engine.begin() as conn:
                     return await work(conn)
             except Exception as exc:
