@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from .service import Job, rfc3339
+from .service import OWNER_CHANNEL, Job, rfc3339
 from .status import JobStatus
 
 logger = logging.getLogger(__name__)
@@ -111,8 +111,15 @@ CLOSED = Closed()
 class Subscription:
     """One stream's bounded view of the events of one job (or a few)."""
 
-    def __init__(self, hub: EventHub, job_ids: frozenset[uuid.UUID], size: int) -> None:
+    def __init__(
+        self,
+        hub: EventHub,
+        job_ids: frozenset[uuid.UUID],
+        size: int,
+        owner_id: int | None = None,
+    ) -> None:
         self.job_ids = job_ids
+        self.owner_id = owner_id
         self._hub = hub
         self._queue: asyncio.Queue[StatusEvent | Resync | Closed] = asyncio.Queue(
             size + 1
@@ -181,9 +188,17 @@ class EventHub:
 
     # What the rest of the process uses.
 
-    def subscribe(self, *job_ids: uuid.UUID) -> Subscription:
-        """One queue for the events of these jobs (a page watching a list)."""
-        subscription = Subscription(self, frozenset(job_ids), self._queue_size)
+    def subscribe(
+        self, *job_ids: uuid.UUID, owner_id: int | None = None
+    ) -> Subscription:
+        """One queue for the events of these jobs (a page watching a list).
+
+        With `owner_id`, the subscription ends when that owner's
+        credentials change (a revoke, a logout).
+        """
+        subscription = Subscription(
+            self, frozenset(job_ids), self._queue_size, owner_id
+        )
         for job_id in subscription.job_ids:
             self._subscriptions.setdefault(job_id, set()).add(subscription)
         if self._closing:
@@ -251,6 +266,17 @@ class EventHub:
 
     # The listening connection.
 
+    def _end_owner_streams(
+        self, _conn: Any, _pid: int, _channel: str, payload: str
+    ) -> None:
+        try:
+            owner_id = int(json.loads(payload)["owner_id"])
+        except (ValueError, KeyError, TypeError):
+            return
+        for subscription in self._everyone():
+            if subscription.owner_id == owner_id:
+                subscription.end()
+
     def _dispatch(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
             event = StatusEvent.from_notification(payload)
@@ -302,6 +328,7 @@ class EventHub:
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _conn: lost.set())
         await connection.add_listener(CHANNEL, self._dispatch)
+        await connection.add_listener(OWNER_CHANNEL, self._end_owner_streams)
         self._connections += 1
         self._connected.set()
         logger.info(

@@ -19,7 +19,18 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Text,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,6 +47,8 @@ from .models import (
 from .status import JobStatus, sources_of
 
 SERVER_RESTARTED = "server restarted"
+# Where a revoke or a logout is announced (see events.EventHub).
+OWNER_CHANNEL = "notify_owner_events"
 TOKEN_BYTES = 32
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 RETRYABLE_BY_HAND = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
@@ -253,7 +266,25 @@ async def revoke_tokens(conn: AsyncConnection, user_id: int) -> int:
         .where(api_tokens.c.user_id == user_id, api_tokens.c.revoked_at.is_(None))
         .values(revoked_at=func.now())
     )
+    await _credentials_changed(conn, user_id)
     return result.rowcount
+
+
+async def _credentials_changed(conn: AsyncConnection, user_id: int) -> None:
+    """Tell every process to end this owner's open streams, at commit.
+
+    A stream checks its credentials once, when it opens; a revoke or a
+    logout must not leave one running for the hours a retrying job lasts.
+    Clients whose credentials still hold reconnect at once.
+    """
+    await conn.execute(
+        select(
+            func.pg_notify(
+                OWNER_CHANNEL,
+                cast(func.json_build_object("owner_id", user_id), Text),
+            )
+        )
+    )
 
 
 async def authenticate(conn: AsyncConnection, token: str) -> tuple[User, int] | None:
@@ -301,11 +332,14 @@ async def session_generation(conn: AsyncConnection, token_id: int) -> int:
 
 async def end_sessions(conn: AsyncConnection, token_id: int) -> None:
     """Log out every browser session made with this token."""
-    await conn.execute(
+    user_id = await conn.scalar(
         update(api_tokens)
         .where(api_tokens.c.id == token_id)
         .values(session_generation=api_tokens.c.session_generation + 1)
+        .returning(api_tokens.c.user_id)
     )
+    if user_id is not None:
+        await _credentials_changed(conn, user_id)
 
 
 # Jobs as their owners see them.

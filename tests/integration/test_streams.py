@@ -279,7 +279,14 @@ async def test_one_list_stream_follows_several_jobs_of_its_owner_only(
         headers={"Authorization": f"Bearer {stranger_token}"},
     ) as response:
         foreign = (await response.json())["id"]
+    # Another owner's job among them: 404, as on every route.
     query = "&".join(f"job={job_id}" for job_id in [*(j["id"] for j in jobs), foreign])
+    status, _ = await read_events(
+        svc.session, f"{svc.base_url}/notify/stream?{query}", svc.auth
+    )
+    assert status == 404
+
+    query = "&".join(f"job={j['id']}" for j in jobs)
     url = f"{svc.base_url}/notify/stream?{query}"
     seen: list[dict] = []
     async with svc.session.get(url, headers=svc.auth) as response:
@@ -342,3 +349,31 @@ async def test_a_stream_that_falls_behind_reloads_the_row_instead_of_growing(
         async with asyncio.timeout(10):
             rest = [event async for event in iter_events(r)]
     assert [(event.data["status"], event.id) for event in rest] == [("cancelled", "2")]
+
+
+async def test_a_revoke_ends_the_owner_s_open_streams(
+    services: ServiceFactory, target: TargetServer
+) -> None:
+    svc = await services.start()
+    job = await svc.create(target.url("/slow/30"))
+    url = f"{svc.base_url}/notify/{job['id']}/stream"
+
+    async def read_until_closed() -> list:
+        async with svc.session.get(url, headers=svc.auth) as response:
+            return [event async for event in iter_events(response)]
+
+    reader = asyncio.create_task(read_until_closed())
+    await eventually(lambda: _subscribed(svc, 1))
+    assert svc.runtime.engine is not None
+    async with svc.runtime.engine.begin() as conn:
+        await service.revoke_tokens(conn, svc.user_id)
+
+    # The stream ends long before the job would, and cannot be reopened.
+    events = await asyncio.wait_for(reader, 10)
+    assert [event.data["status"] for event in events][-1] in {"pending", "running"}
+    async with svc.session.get(url, headers=svc.auth) as response:
+        assert response.status == 401
+
+
+async def _subscribed(svc, count: int) -> bool:
+    return svc.runtime.hub.subscription_count >= count

@@ -68,6 +68,10 @@ async def stream_jobs(
             return await service.get_jobs(conn, ids, owner.id)
 
     subscription, jobs = await _subscribe_then_read(request, ids, reload)
+    if len(jobs) < len(ids):
+        # Another owner's job is 404 here too, as on every route.
+        subscription.close()
+        raise service.NotFound(next(iter(ids - {found.id for found in jobs})))
     if all(found.status.is_terminal for found in jobs):
         # Also what a reconnect gets once every row has ended.
         subscription.close()
@@ -117,7 +121,7 @@ async def _subscribe_then_read(
     hub = runtime_of(request).hub
     assert hub is not None
     # Subscribe before reading the rows, so no change falls between the two.
-    subscription = hub.subscribe(*job_ids)
+    subscription = hub.subscribe(*job_ids, owner_id=request.state.owner.id)
     try:
         return subscription, await reload()
     except BaseException:
