@@ -798,10 +798,29 @@ async def rescue_jobs(
             notify_jobs.c.worker_id.is_(None),
             notify_jobs.c.worker_id.not_in(registered),
         )
+    running = notify_jobs.c.status == JobStatus.RUNNING.value
+    # Lock them first: the claim time (the row's last change) dates the
+    # attempt that the lost worker never recorded.
+    lost = (
+        await conn.execute(
+            select(
+                notify_jobs.c.id,
+                notify_jobs.c.attempts,
+                notify_jobs.c.updated_at,
+                notify_jobs.c.worker_id,
+            )
+            .where(running, holder)
+            .with_for_update()
+        )
+    ).all()
+    if gone:
+        await conn.execute(delete(notify_workers).where(notify_workers.c.id.in_(gone)))
+    if not lost:
+        return []
     retry = notify_jobs.c.attempts < notify_jobs.c.max_attempts
     query = (
         update(notify_jobs)
-        .where(notify_jobs.c.status == JobStatus.RUNNING.value, holder)
+        .where(running, notify_jobs.c.id.in_([row.id for row in lost]))
         .values(
             **_changed(
                 status=case(
@@ -816,8 +835,19 @@ async def rescue_jobs(
         .returning(*_job_columns())
     )
     jobs = [Job.from_row(row) for row in await conn.execute(query)]
-    if gone:
-        await conn.execute(delete(notify_workers).where(notify_workers.c.id.in_(gone)))
+    now = datetime.now(UTC)
+    for row in lost:
+        attempt = Attempt(
+            job_id=row.id,
+            number=row.attempts,
+            started_at=row.updated_at,
+            finished_at=now,
+            duration_ms=max(0, int((now - row.updated_at).total_seconds() * 1000)),
+            response_status=None,
+            error=SERVER_RESTARTED,
+            response_excerpt=None,
+        )
+        await conn.execute(_attempt_insert(attempt, row.worker_id))
     return jobs
 
 

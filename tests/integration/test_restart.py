@@ -59,6 +59,9 @@ async def test_a_job_running_when_the_service_is_killed_ends_server_restarted(
             crashed = await eventually(lambda: finished(in_flight))
             assert crashed["status"] == "failed"
             assert crashed["error_message"] == "server restarted"
+            # The attempt the killed process never recorded is in the history.
+            [lost] = crashed["attempt_history"]
+            assert (lost["number"], lost["error"]) == (1, "server restarted")
             for job_id in behind:
                 assert (await eventually(lambda j=job_id: finished(j)))[
                     "status"
