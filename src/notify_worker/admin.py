@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import service
+from .delivery import redact_url
 from .status import JobStatus
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ async def list_jobs(
                 f"{job.attempts}/{job.max_attempts}",
                 name,
                 moment(job.created_at),
-                shorten(job.target_url, TARGET_WIDTH),
+                shorten(redact_url(job.target_url), TARGET_WIDTH),
             ]
             for job, name in found
         ],
@@ -88,7 +89,7 @@ async def show_job(engine: AsyncEngine, job_id: uuid.UUID) -> int:
             ["error", job.error_message or "-"],
             ["attempts", f"{job.attempts}/{job.max_attempts}"],
             ["next run", next_run],
-            ["target", job.target_url],
+            ["target", redact_url(job.target_url)],
             ["payload", shorten(job.payload, 200)],
             ["retry of", str(job.retry_of) if job.retry_of else "-"],
             ["created", moment(job.created_at)],

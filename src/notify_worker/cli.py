@@ -30,6 +30,8 @@ from .status import JobStatus, UnknownStatus
 logger = logging.getLogger("notify_worker.cli")
 
 USER_NAME_MAX = 100
+MIN_RETENTION = timedelta(minutes=1)
+MAX_RETENTION = timedelta(days=36_500)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,11 +105,11 @@ def _add_job_commands(commands: Any) -> None:
     prune.add_argument(
         "--older-than",
         required=True,
-        type=_duration,
+        type=_retention,
         metavar="DURATION",
-        help="finished longer ago than this: 30d, 12h, 90m",
+        help="finished longer ago than this: 30d, 12h, 90m (at least 1m)",
     )
-    prune.add_argument("--batch-size", type=int, default=500)
+    prune.add_argument("--batch-size", type=_batch_size, default=500)
 
 
 def _add_send_command(commands: Any) -> None:
@@ -136,6 +138,23 @@ def _duration(text: str) -> timedelta:
         return timedelta(seconds=parse_duration(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _retention(text: str) -> timedelta:
+    # A unit is required and a floor applies: `--older-than 0s` or a bare
+    # `10` would quietly delete the history of every job that just ended.
+    if text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} needs a unit: 30d, 12h, 90m")
+    age = _duration(text)
+    if age < MIN_RETENTION or age > MAX_RETENTION:
+        raise argparse.ArgumentTypeError("must be between 1m and 100 years")
+    return age
+
+
+def _batch_size(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise argparse.ArgumentTypeError("must be a whole number from 1 to 10000")
+    return int(text)
 
 
 def _json(text: str) -> Any:
@@ -173,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with_engine(
                     settings,
                     lambda engine: admin.prune(
-                        engine, args.older_than, max(1, args.batch_size)
+                        engine, args.older_than, args.batch_size
                     ),
                 )
             )
