@@ -130,3 +130,24 @@ async def test_each_unfinished_row_of_the_list_is_live(
     # The page's one stream leaves a connection free: a link still opens.
     await page.click(f"a[href='/notify/{jobs[3]['id']}']")
     await expect(page.locator("#job-status")).to_have_text("pending")
+
+
+async def test_the_api_docs_render_without_any_outside_host(
+    services: ServiceFactory, page: Page
+) -> None:
+    svc = await services.start(run_worker=False)
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            outside.append(request.url)
+            if not request.url.startswith(svc.base_url)
+            else None
+        ),
+    )
+    await page.goto(f"{svc.base_url}/docs")
+    await expect(page.locator(".swagger-ui .info .title")).to_contain_text(
+        "notify-worker", timeout=15_000
+    )
+    await expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    assert outside == []

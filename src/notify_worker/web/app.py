@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.requests import ClientDisconnect
 
 from .. import service
@@ -39,7 +40,9 @@ def install(app: FastAPI) -> None:
 def create_app(runtime: Runtime | None = None) -> FastAPI:
     """The whole service as one ASGI application, worker included."""
     runtime = runtime if runtime is not None else Runtime()
-    app = FastAPI(
+    # FastAPIOffline is FastAPI with /docs served from files in its wheel,
+    # not from a CDN: the API's page works on a machine with no way out.
+    app = FastAPIOffline(
         title="notify-worker",
         version="0.1.0",
         description="Asynchronous webhook notifications with live status.",
