@@ -132,7 +132,7 @@ async def cancel_job(engine: AsyncEngine, job_id: uuid.UUID) -> int:
 async def retry_job(engine: AsyncEngine, job_id: uuid.UUID) -> int:
     try:
         async with engine.begin() as conn:
-            job = await service.retry_job(conn, job_id)
+            job, _created = await service.retry_job(conn, job_id)
     except service.NotFound:
         return _no_such_job(job_id)
     except service.InvalidTransition as exc:

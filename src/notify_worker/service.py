@@ -164,6 +164,7 @@ class NewJob:
     target_url: str
     payload: str
     max_attempts: int = 1
+    retry_of: uuid.UUID | None = None
 
     def values(self, owner_id: int) -> dict[str, Any]:
         return {
@@ -171,6 +172,7 @@ class NewJob:
             "target_url": self.target_url,
             "payload": self.payload,
             "max_attempts": self.max_attempts,
+            "retry_of": self.retry_of,
         }
 
 
@@ -977,28 +979,39 @@ async def create_jobs(
 
 
 async def retry_job(
-    conn: AsyncConnection, job_id: uuid.UUID, owner_id: int | None = None
-) -> Job:
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    owner_id: int | None = None,
+    *,
+    key: str | None = None,
+) -> tuple[Job, bool]:
     """A new pending job with a failed or cancelled job's target and payload.
 
-    The original stays as it ended; the new one points back at it. Raises
-    NotFound for a job the owner cannot see (owner None: an operator) and
-    InvalidTransition for a job that is not failed or cancelled.
+    The original stays as it ended; the new one points back at it. With an
+    Idempotency-Key, a repeat (a double click, a client's retry) returns the
+    job the key created, and False. Raises NotFound for a job the owner
+    cannot see (owner None: an operator) and InvalidTransition for a job
+    that is not failed or cancelled.
     """
     original = await get_job(conn, job_id, owner_id)
     if original is None:
         raise NotFound(job_id)
     if original.status not in RETRYABLE_BY_HAND:
         raise InvalidTransition(original, JobStatus.PENDING)
-    new = NewJob(original.target_url, original.payload, original.max_attempts)
+    new = NewJob(
+        original.target_url, original.payload, original.max_attempts, original.id
+    )
+    if key is not None:
+        fingerprint = request_fingerprint(f"retry:{original.id}", "", None)
+        return await create_job_once(conn, original.owner_id, new, key, fingerprint)
     row = (
         await conn.execute(
             insert(notify_jobs)
-            .values(**new.values(original.owner_id), retry_of=original.id)
+            .values(**new.values(original.owner_id))
             .returning(*_job_columns())
         )
     ).one()
-    return Job.from_row(row)
+    return Job.from_row(row), True
 
 
 async def prune_batch(

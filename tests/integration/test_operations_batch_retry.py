@@ -1,5 +1,6 @@
 """POST /notify/batch (all or none) and POST /notify/{id}/retry."""
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import URL
@@ -156,3 +157,30 @@ async def test_success_pending_and_other_owners_jobs_cannot_be_retried(
     ) as response:
         assert response.status == 404
     assert await count_jobs(db_url) == 2
+
+
+async def test_retries_with_one_idempotency_key_make_one_new_job(
+    services: ServiceFactory, target: TargetServer, db_url: URL
+) -> None:
+    svc = await services.start()
+    original = await svc.create(target.url("/status/400"))
+    await svc.wait_status(original["id"])
+    url = f"{svc.base_url}/notify/{original['id']}/retry"
+    headers = {**svc.auth, "Idempotency-Key": "retry-once"}
+
+    async def retry() -> tuple[int, str]:
+        async with svc.session.post(url, headers=headers) as response:
+            return response.status, (await response.json())["id"]
+
+    answers = await asyncio.gather(*(retry() for _ in range(10)))
+
+    assert {status for status, _ in answers} == {201}
+    assert len({job_id for _, job_id in answers}) == 1
+    assert await count_jobs(db_url) == 2
+    # The same key on another job's retry is a different request: 422.
+    other = await svc.create(target.url("/status/400"))
+    await svc.wait_status(other["id"])
+    async with svc.session.post(
+        f"{svc.base_url}/notify/{other['id']}/retry", headers=headers
+    ) as response:
+        assert response.status == 422

@@ -63,7 +63,7 @@ async def test_prune_removes_old_finished_jobs_and_keeps_pending_and_running(
             text("UPDATE notify_jobs SET created_at = now() - interval '90 days'")
         )
         # A retry of a pruned job stays, its link to the original cleared.
-        retry = await service.retry_job(conn, old[0])
+        retry, _created = await service.retry_job(conn, old[0])
 
     done = await run_command(
         ["prune", "--older-than", "30d", "--batch-size", "2"], db_url, tmp_path

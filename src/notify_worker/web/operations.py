@@ -20,7 +20,15 @@ from ..runtime import Runtime
 from . import openapi
 from .auth import current_owner, runtime_of
 from .inputs import InputErrors, JobInput, body_limit, check_job_input
-from .routes import created_response, job_action, read_json_body
+from .routes import (
+    IDEMPOTENCY_HEADER,
+    InvalidIdempotencyKey,
+    check_idempotency_key,
+    created_response,
+    header_error,
+    job_action,
+    read_json_body,
+)
 
 router = APIRouter()
 
@@ -142,21 +150,37 @@ async def retry_job(
     request: Request, job_id: uuid.UUID, owner: service.User = Depends(current_owner)
 ) -> Response:
     runtime = runtime_of(request)
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    created = False
+    if key is not None:
+        try:
+            check_idempotency_key(key)
+        except InvalidIdempotencyKey as exc:
+            return header_error(IDEMPOTENCY_HEADER, str(exc))
+
+    async def act(conn: Any) -> service.Job:
+        nonlocal created
+        job, created = await service.retry_job(conn, job_id, owner.id, key=key)
+        return job
 
     def answer(job: service.Job, form: bool) -> Response:
-        runtime.metrics.job_created()
-        runtime.wake(job.id)
+        if created:
+            runtime.metrics.job_created()
+            runtime.wake(job.id)
         return created_response(job, form)
 
-    return await job_action(
-        request,
-        job_id,
-        lambda conn: service.retry_job(conn, job_id, owner.id),
-        lambda job: (
-            f"only a failed or cancelled job can be retried; this one is {job.status}"
-        ),
-        answer,
-    )
+    try:
+        return await job_action(
+            request,
+            job_id,
+            act,
+            lambda job: (
+                f"only a failed or cancelled job can be retried; this one is {job.status}"
+            ),
+            answer,
+        )
+    except service.IdempotencyConflict as exc:
+        return header_error(IDEMPOTENCY_HEADER, str(exc))
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -334,6 +334,13 @@ async def _insert_job(
         )
 
 
+def check_idempotency_key(key: str) -> None:
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidIdempotencyKey(
+            f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+        )
+
+
 async def _insert_job_once(
     request: Request,
     owner: service.User,
@@ -342,10 +349,7 @@ async def _insert_job_once(
     job_input: JobInput,
 ) -> tuple[service.Job, bool]:
     """Create under an Idempotency-Key, or find what the key created before."""
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
-        raise InvalidIdempotencyKey(
-            f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
-        )
+    check_idempotency_key(key)
     # The fingerprint covers what was asked, before defaults are applied, so
     # a change of NOTIFY_MAX_ATTEMPTS does not turn a replay into a conflict.
     fingerprint = service.request_fingerprint(
