@@ -98,9 +98,11 @@ async def bench_notify_worker(
         engine = database.create_engine(url)
         async with engine.begin() as conn:
             owner, _token = await service.create_user(conn, "bench")
+        # As POST /notify does: one INSERT in autocommit per job.
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         started = time.monotonic()
         for n in range(total):
-            async with engine.begin() as conn:
+            async with autocommit.connect() as conn:
                 await service.create_job(
                     conn, owner.id, f"{base}/hook", f'{{"n": {n}}}'
                 )

@@ -324,7 +324,9 @@ async def _insert_job(
 ) -> service.Job:
     engine = runtime_of(request).engine
     assert engine is not None
-    async with engine.begin() as conn:
+    # One INSERT, committed when it returns: no BEGIN and COMMIT round trips.
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    async with autocommit.connect() as conn:
         return await service.create_job(
             conn,
             owner.id,
