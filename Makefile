@@ -23,6 +23,7 @@ run: $(STAMP)
 ## test: the whole suite, against TEST_DATABASE_URL or an embedded PostgreSQL
 test: $(STAMP) browser-deps
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 ## test-fast: everything but the browser tests
@@ -46,6 +47,7 @@ screenshots: $(STAMP) browser-deps
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/ruff format --check src tests bench
 
 format: $(STAMP)

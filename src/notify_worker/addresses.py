@@ -62,7 +62,10 @@ def address_block_reason(
         if reason is not None:
             return f"{reason}, as {form} {inner}"
         # A Teredo address also names its relay, which must be public too.
-        if form != "Teredo" or address.teredo[0].is_global:  # type: ignore[union-attr]
+        if form != "Teredo":
+            return None
+        teredo = address.teredo if isinstance(address, ipaddress.IPv6Address) else None
+        if teredo is None or teredo[0].is_global:
             return None
         return "Teredo relay not globally routable"
     return _range_reason(address)

@@ -293,10 +293,11 @@ async def manage_user(
                 )
                 print(token)
                 return 0
-            user = await service.find_user(conn, name)
-            if user is None:
+            found = await service.find_user(conn, name)
+            if found is None:
                 print(f"notify-worker: no user {name!r}", file=sys.stderr)
                 return 1
+            user = found
             if action == "token":
                 token = await service.create_token(conn, user.id)
                 print(f"new API token for {user.name}, shown once:")

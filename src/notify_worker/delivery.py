@@ -67,7 +67,8 @@ async def system_lookup(host: str, port: int) -> list[IPAddress]:
     """
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    # An IPv6 answer may carry a zone ("fe80::1%eth0"): the address is before it.
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
 def check_addresses(

@@ -20,10 +20,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Text,
     case,
     cast,
     delete,
+    false,
     func,
     insert,
     or_,
@@ -792,7 +794,7 @@ async def rescue_jobs(
     with `server restarted`. The holder is part of the WHERE clause, so a
     job that its worker finished meanwhile is left alone.
     """
-    holder = notify_jobs.c.worker_id.in_(gone) if gone else text("false")
+    holder: ColumnElement[bool] = notify_jobs.c.worker_id.in_(gone) if gone else false()
     if include_unregistered:
         registered = select(notify_workers.c.id)
         holder = or_(

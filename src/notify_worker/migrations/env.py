@@ -32,6 +32,7 @@ def run_migrations(connection: Connection) -> None:
 
 async def run_online() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
+    assert url is not None, "database.alembic_config() sets sqlalchemy.url"
     engine = create_async_engine(url)
     async with engine.connect() as connection:
         await connection.run_sync(run_migrations)

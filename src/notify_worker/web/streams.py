@@ -18,6 +18,7 @@ import functools
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -41,7 +42,7 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
     "Content-Encoding": "identity",
 }
-SSE_RESPONSES = {
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}},
     204: {"description": "Nothing left to stream: the final event was seen"},
     **openapi.responses(401, 404, 422, html=True),
