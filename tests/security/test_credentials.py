@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from notify_worker import cli, service
 from notify_worker.models import api_tokens
+from notify_worker.service import owners
 from notify_worker.web.auth import LoginThrottle
 
 from .hostile import StaticLookup
@@ -39,7 +40,7 @@ async def test_tokens_are_32_random_bytes_stored_only_as_a_hash(engine, monkeypa
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(service.hmac, "compare_digest", spy)
+    monkeypatch.setattr(owners.hmac, "compare_digest", spy)
     async with engine.connect() as conn:
         assert (await service.authenticate(conn, token))[0] == user
         assert await service.authenticate(conn, token + "x") is None

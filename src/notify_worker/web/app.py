@@ -15,9 +15,10 @@ from .. import service
 from ..database import UNAVAILABLE_ERRORS
 from ..runtime import Runtime
 from .auth import CsrfFailed, NotAuthenticated
+from .login import login_redirect
 from .operations import router as operations_router
 from .pages import render
-from .routes import login_redirect, router, wants_html
+from .routes import router, wants_html
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from ..config import Settings
 from ..runtime import Runtime
 from . import openapi
 from .auth import current_owner, runtime_of
+from .bodies import read_json_body
 from .inputs import InputErrors, JobInput, body_limit, check_job_input
 from .routes import (
     IDEMPOTENCY_HEADER,
@@ -27,7 +28,6 @@ from .routes import (
     created_response,
     header_error,
     job_action,
-    read_json_body,
 )
 
 router = APIRouter()

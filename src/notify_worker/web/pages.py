@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..delivery import redact_url
@@ -65,3 +65,8 @@ def render(
             "Referrer-Policy": "same-origin",
         },
     )
+
+
+def see_other(url: str) -> RedirectResponse:
+    """Where a browser goes next after a form: 303, so it GETs the page."""
+    return RedirectResponse(url, status_code=303)

@@ -7,54 +7,39 @@ header that asks for text/html gets a page, anything else JSON.
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import service
 from ..status import JobStatus, UnknownStatus
-from . import openapi, streams
+from . import login, openapi, streams
 from .auth import (
-    LOGIN_COOKIE,
-    SESSION_COOKIE,
-    SESSION_MAX_AGE,
     check_csrf,
-    check_login_csrf,
     current_owner,
-    is_https,
-    login_form_key,
-    login_throttle,
     runtime_of,
-    session_cookie_value,
-    session_of,
 )
+from .bodies import read_job_request
 from .inputs import (
-    BodyTooLarge,
     InputErrors,
     JobInput,
     body_limit,
     check_job_input,
-    parse_json,
-    read_body,
 )
-from .pages import render
+from .pages import render, see_other
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
-# How long a login page stays usable before its form must be reloaded.
-LOGIN_FORM_MAX_AGE = 3600
 # First: `/notify/stream` must match before `/notify/{job_id}` does.
 router.include_router(streams.router)
+router.include_router(login.router)
 
-MAX_FORM_FIELDS = 20
 FORM_TYPE = "application/x-www-form-urlencoded"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 255
@@ -128,115 +113,6 @@ def job_url(job_id: uuid.UUID | str) -> str:
     return f"/notify/{job_id}"
 
 
-def see_other(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
-
-
-# Logging in and out.
-
-
-@router.get("/login", response_class=HTMLResponse, include_in_schema=False)
-async def login_page(request: Request, next: str = "/notify") -> Response:
-    return _login_form(request, _safe_next(next), None, 200)
-
-
-def _login_form(
-    request: Request, next_url: str, error: str | None, status_code: int
-) -> Response:
-    cookie, token = login_form_key(request)
-    context = {"next": next_url, "error": error, "login_token": token}
-    response = render(request, "login.html", context, status_code)
-    response.set_cookie(
-        LOGIN_COOKIE,
-        cookie,
-        max_age=LOGIN_FORM_MAX_AGE,
-        path="/login",
-        httponly=True,
-        samesite="lax",
-        secure=is_https(request),
-    )
-    return response
-
-
-@router.post("/login", include_in_schema=False)
-async def login(request: Request) -> Response:
-    runtime = runtime_of(request)
-    try:
-        body = await read_body(request, 8 * 1024)
-        form = dict(parse_qsl(body.decode(), max_num_fields=5, errors="strict"))
-    except (BodyTooLarge, ValueError):
-        return _login_form(request, "/notify", "That form is not valid.", 400)
-    next_url = _safe_next(form.get("next", "/notify"))
-    check_login_csrf(request, form.get("login_token"))
-    client = request.client.host if request.client else "unknown"
-    throttle = login_throttle(request)
-    wait = throttle.begin(client)
-    if wait > 0:
-        response = _login_form(
-            request, next_url, "Too many failed logins: wait and retry.", 429
-        )
-        response.headers["Retry-After"] = str(math.ceil(wait))
-        return response
-    token = form.get("token", "").strip()
-    assert runtime.engine is not None
-    found = None
-    generation = 0
-    if token:
-        async with runtime.engine.connect() as conn:
-            found = await service.authenticate(conn, token)
-            if found is not None:
-                generation = await service.session_generation(conn, found[1])
-    if found is None:
-        logger.warning(
-            "login failed", extra={"action": "login_failed", "client": client}
-        )
-        return _login_form(request, next_url, "That token is not valid.", 401)
-    throttle.succeeded(client)
-    response = see_other(next_url)
-    response.set_cookie(
-        SESSION_COOKIE,
-        session_cookie_value(runtime, found[1], generation),
-        max_age=SESSION_MAX_AGE,
-        httponly=True,
-        samesite="lax",
-        secure=is_https(request),
-    )
-    response.delete_cookie(LOGIN_COOKIE, path="/login")
-    return response
-
-
-@router.post("/logout", include_in_schema=False)
-async def logout(request: Request) -> Response:
-    # Another site must not be able to log people out either.
-    if request.cookies.get(SESSION_COOKIE):
-        try:
-            raw = await _read_job_request(request, 8 * 1024, True)
-        except InputErrors:
-            raw = {}
-        # The session cookie is what this request carries: hold it to the
-        # same check as every other cookie-authenticated form.
-        request.state.via_cookie = True
-        check_csrf(request, raw.get("csrf_token"))
-        # End the session on the server too: a copy of the cookie taken
-        # before the logout must not keep working for its 14 days.
-        session = session_of(request)
-        engine = runtime_of(request).engine
-        if session is not None and engine is not None:
-            async with engine.begin() as conn:
-                await service.end_sessions(conn, session[0])
-    response = see_other("/login")
-    response.delete_cookie(
-        SESSION_COOKIE, httponly=True, samesite="lax", secure=is_https(request)
-    )
-    return response
-
-
-def _safe_next(value: str) -> str:
-    if value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/notify"
-
-
 # Jobs.
 
 
@@ -263,7 +139,7 @@ async def create_job(
     form = is_form(request)
     raw: dict[str, Any] = {}
     try:
-        raw = await _read_job_request(request, body_limit(settings), form)
+        raw = await read_job_request(request, body_limit(settings), form)
         check_csrf(request, _submitted_csrf(request, raw, form))
         job_input = await check_job_input(
             raw, settings, payload_is_text=form, lookup=runtime.lookup
@@ -361,84 +237,6 @@ async def _insert_job_once(
     assert engine is not None
     async with engine.begin() as conn:
         return await service.create_job_once(conn, owner.id, new, key, fingerprint)
-
-
-async def _read_job_request(request: Request, limit: int, form: bool) -> dict[str, Any]:
-    body = await _read_capped(request, limit)
-    if form and body.lstrip()[:1] in {b"{", b"["}:
-        # curl -d sends a form unless told otherwise: say so, rather than
-        # report the whole JSON document as one unknown form field.
-        errors = InputErrors(status_code=415)
-        errors.add(
-            "body",
-            "this looks like JSON sent as a form: add `Content-Type: application/json`",
-        )
-        errors.status_code = 415
-        raise errors
-    if form:
-        return await _parse_form(request, body)
-    data = parse_json_body(request, body)
-    if not isinstance(data, dict):
-        errors = InputErrors()
-        errors.add("body", "must be a JSON object")
-        raise errors
-    return data
-
-
-async def read_json_body(request: Request, limit: int) -> Any:
-    """The request's JSON document, read within `limit` bytes."""
-    return parse_json_body(request, await _read_capped(request, limit))
-
-
-async def _read_capped(request: Request, limit: int) -> bytes:
-    try:
-        return await read_body(request, limit)
-    except BodyTooLarge as exc:
-        errors = InputErrors(status_code=413)
-        errors.add("body", str(exc), status_code=413)
-        raise errors from None
-
-
-def parse_json_body(request: Request, body: bytes) -> Any:
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip() not in {"application/json", ""}:
-        errors = InputErrors(status_code=415)
-        errors.add("body", "send application/json or a form")
-        errors.status_code = 415
-        raise errors
-    try:
-        return parse_json(body)
-    except ValueError as exc:
-        errors = InputErrors()
-        errors.add("body", f"not valid JSON: {exc}")
-        raise errors from None
-
-
-async def _parse_form(request: Request, body: bytes) -> dict[str, Any]:
-    errors = InputErrors()
-    try:
-        if request.headers.get("content-type", "").startswith("multipart/"):
-            parsed = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
-            return {
-                key: value for key, value in parsed.items() if isinstance(value, str)
-            }
-        text = body.decode("utf-8")
-        pairs = parse_qsl(
-            text,
-            keep_blank_values=True,
-            max_num_fields=MAX_FORM_FIELDS,
-            errors="strict",
-        )
-    except UnicodeDecodeError:
-        errors.add("body", "the form is not UTF-8")
-        raise errors from None
-    except ValueError:
-        errors.add("body", f"a form may hold at most {MAX_FORM_FIELDS} fields")
-        raise errors from None
-    except Exception as exc:  # Starlette's multipart parser errors
-        errors.add("body", f"cannot read the form: {exc}")
-        raise errors from None
-    return dict(pairs)
 
 
 @router.get(
@@ -620,7 +418,7 @@ async def job_action(
 async def checked_form(request: Request) -> bool:
     """Whether a write on a job came from a form, whose CSRF token is checked."""
     form = is_form(request)
-    raw = await _read_job_request(request, 8 * 1024, True) if form else {}
+    raw = await read_job_request(request, 8 * 1024, True) if form else {}
     check_csrf(request, _submitted_csrf(request, raw, form))
     return form
 
@@ -633,10 +431,3 @@ def conflict(detail: str, job: service.Job) -> JSONResponse:
 @router.get("/healthz", summary="Liveness")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
-
-
-def login_redirect(request: Request) -> RedirectResponse:
-    target = request.url.path
-    if request.url.query:
-        target += "?" + request.url.query
-    return see_other("/login?next=" + quote(target, safe=""))
