@@ -7,7 +7,7 @@ import pytest
 
 from notify_worker.config import ConfigError, load_settings, parse_duration
 from notify_worker.delivery import AttemptResult
-from notify_worker.worker import is_retryable, retry_delay
+from notify_worker.retries import is_retryable, retry_delay
 
 ANSWERED = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
 SCHEDULE = (5.0, 300.0, 1800.0)
