@@ -232,11 +232,6 @@ class EventHub:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    @property
-    def connection_count(self) -> int:
-        """How many times the listening connection was (re)established."""
-        return self._connections
-
     # Lifecycle.
 
     async def start(self, *, wait_secs: float = 10.0) -> None:

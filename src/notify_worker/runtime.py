@@ -42,6 +42,8 @@ class Runtime:
         # tests put a fixed table here so that no test ever asks real DNS.
         self.lookup = lookup
         self.engine: AsyncEngine | None = None
+        # The same pool, for work that is one statement: no BEGIN, no COMMIT.
+        self.autocommit_engine: AsyncEngine | None = None
         self.hub: EventHub | None = None
         self.deliverer: Deliverer | None = None
         self.worker: Worker | None = None
@@ -65,6 +67,9 @@ class Runtime:
             url, pool_size=max(5, min(settings.max_concurrent, 20))
         )
         await database.check_schema(self.engine)
+        self.autocommit_engine = self.engine.execution_options(
+            isolation_level="AUTOCOMMIT"
+        )
         self.secret_key = settings.secret_key or _stored_secret(settings.data_dir)
         self.hub = EventHub(database.asyncpg_dsn(url))
         await self.hub.start()

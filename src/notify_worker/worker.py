@@ -434,7 +434,11 @@ class Worker:
             await self._retry_db(
                 "attempt_record",
                 lambda conn: service.record_attempt(
-                    conn, _aborted_attempt(job, started_at), self.id
+                    conn,
+                    service.Attempt.unanswered(
+                        job.id, job.attempts, started_at, "aborted: cancelled by owner"
+                    ),
+                    self.id,
                 ),
                 attempts=5,
             )
@@ -476,53 +480,49 @@ class Worker:
         while True:
             await asyncio.sleep(min(1.0, self._settings.heartbeat_secs))
             try:
-                await self._check_in_flight()
-                await self._release_unstarted()
+                await self._check_held()
                 await self._rescue()
             except Exception as exc:
                 self._log_failure("watch failed", "watch_failed", exc)
 
-    async def _check_in_flight(self) -> None:
-        """Abort attempts whose job was cancelled without our hearing of it."""
-        if not self._attempts:
-            return
-        async with self._engine.connect() as conn:
-            gone = await service.statuses_of(conn, list(self._attempts), self.id)
-        for job_id in gone:
-            async with self._engine.connect() as conn:
-                cancelled = await service.is_cancelled(conn, job_id)
-            self._abort(job_id, ABORT_CANCELLED if cancelled else ABORT_LOST)
+    async def _check_held(self) -> None:
+        """Compare what this worker runs with what the table says it holds.
 
-    async def _release_unstarted(self) -> None:
-        """Hand back jobs we hold but never started.
-
-        A claim whose commit succeeded but whose answer was lost (the
-        connection dropped) leaves jobs running under this live worker,
-        which no rescue would ever touch. The claim counter tells a claim
-        that overlapped the query, whose jobs may not be started yet.
+        An attempt whose job it no longer holds was cancelled (or rescued)
+        without our hearing of it: abort it. A job it holds but never
+        started comes from a claim whose commit succeeded but whose answer
+        was lost: hand it back, or no rescue would ever touch it. One query
+        serves both; the claim counter tells a claim that overlapped it,
+        whose jobs may not be started yet.
         """
+        # Snapshot first: every job in it was committed before the query.
+        in_flight = set(self._attempts)
         claims = self._claims
-        if self._claiming:
-            return
         async with self._engine.connect() as conn:
             held = await service.jobs_held_by(conn, self.id)
+            gone = in_flight - held
+            statuses = await service.statuses_of(conn, gone) if gone else {}
+        for job_id in gone:
+            cancelled = statuses.get(job_id) is JobStatus.CANCELLED
+            self._abort(job_id, ABORT_CANCELLED if cancelled else ABORT_LOST)
         if self._claiming or self._claims != claims:
             return
         for job_id in held - set(self._attempts):
-            async with self._engine.begin() as conn:
-                job = await service.release_job(
-                    conn, job_id, self.id, refund_attempt=True
-                )
-            if job is not None:
-                logger.warning(
-                    "job handed back: claimed but never started",
-                    extra={
-                        "action": "job_unstarted_released",
-                        "job_id": str(job_id),
-                        "owner_id": job.owner_id,
-                        "worker_id": str(self.id),
-                    },
-                )
+            await self._hand_back_unstarted(job_id)
+
+    async def _hand_back_unstarted(self, job_id: uuid.UUID) -> None:
+        async with self._engine.begin() as conn:
+            job = await service.release_job(conn, job_id, self.id, refund_attempt=True)
+        if job is not None:
+            logger.warning(
+                "job handed back: claimed but never started",
+                extra={
+                    "action": "job_unstarted_released",
+                    "job_id": str(job_id),
+                    "owner_id": job.owner_id,
+                    "worker_id": str(self.id),
+                },
+            )
 
     async def _rescue(self) -> None:
         async with self._engine.connect() as conn:
@@ -598,17 +598,3 @@ class Worker:
             exc_info=not isinstance(exc, UNAVAILABLE_ERRORS),
             extra={"action": action, "worker_id": str(self.id)},
         )
-
-
-def _aborted_attempt(job: service.Job, started_at: datetime) -> service.Attempt:
-    finished_at = datetime.now(UTC)
-    return service.Attempt(
-        job_id=job.id,
-        number=job.attempts,
-        started_at=started_at,
-        finished_at=finished_at,
-        duration_ms=int((finished_at - started_at).total_seconds() * 1000),
-        response_status=None,
-        error="aborted: cancelled by owner",
-        response_excerpt=None,
-    )

@@ -29,6 +29,7 @@ from .jobs import (
 )
 from .operations import (
     TableFigures,
+    job_counts,
     jobs_for_operator,
     ping,
     prune_batch,
@@ -70,7 +71,6 @@ from .transitions import (
     mark_failed,
     mark_running,
     mark_success,
-    pending_ids,
     record_attempt,
     release_job,
     statuses_of,
@@ -79,7 +79,6 @@ from .workers import (
     deregister_worker,
     heartbeat,
     holders_of_running_jobs,
-    job_counts,
     register_worker,
     rescue_jobs,
 )
@@ -127,7 +126,6 @@ __all__ = [
     "mark_failed",
     "mark_running",
     "mark_success",
-    "pending_ids",
     "ping",
     "prune_batch",
     "record_attempt",

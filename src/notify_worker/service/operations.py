@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..models import notify_attempts, notify_jobs, users
 from ..status import JobStatus
 from .records import Job, job_columns
-from .workers import job_counts
 
 
 async def prune_batch(
@@ -103,3 +102,10 @@ async def table_figures(conn: AsyncConnection) -> TableFigures:
 async def ping(conn: AsyncConnection) -> None:
     """A round trip to the database, for readiness checks."""
     await conn.execute(text("SELECT 1"))
+
+
+async def job_counts(conn: AsyncConnection) -> dict[str, int]:
+    rows = await conn.execute(
+        select(notify_jobs.c.status, func.count()).group_by(notify_jobs.c.status)
+    )
+    return {row[0]: row[1] for row in rows}

@@ -154,6 +154,24 @@ class Attempt:
     error: str | None
     response_excerpt: bytes | None
 
+    @classmethod
+    def unanswered(
+        cls, job_id: uuid.UUID, number: int, started_at: datetime, error: str
+    ) -> Attempt:
+        """An attempt cut short before any answer (a cancel, a lost worker)."""
+        finished_at = datetime.now(UTC)
+        elapsed = (finished_at - started_at).total_seconds()
+        return cls(
+            job_id=job_id,
+            number=number,
+            started_at=started_at,
+            finished_at=finished_at,
+            duration_ms=max(0, int(elapsed * 1000)),
+            response_status=None,
+            error=error,
+            response_excerpt=None,
+        )
+
     def to_json(self) -> dict[str, Any]:
         excerpt = self.response_excerpt
         return {

@@ -144,14 +144,7 @@ async def mark_success(
     *,
     attempt: Attempt | None = None,
 ) -> Job | None:
-    return await transition(
-        conn,
-        job_id,
-        JobStatus.SUCCESS,
-        worker_id=worker_id,
-        attempt=attempt,
-        values={"finished_at": func.now(), "error_message": None, "worker_id": None},
-    )
+    return await _finish(conn, job_id, worker_id, JobStatus.SUCCESS, None, attempt)
 
 
 async def mark_failed(
@@ -162,10 +155,21 @@ async def mark_failed(
     *,
     attempt: Attempt | None = None,
 ) -> Job | None:
+    return await _finish(conn, job_id, worker_id, JobStatus.FAILED, message, attempt)
+
+
+async def _finish(
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    worker_id: uuid.UUID,
+    status: JobStatus,
+    message: str | None,
+    attempt: Attempt | None,
+) -> Job | None:
     return await transition(
         conn,
         job_id,
-        JobStatus.FAILED,
+        status,
         worker_id=worker_id,
         attempt=attempt,
         values={"finished_at": func.now(), "error_message": message, "worker_id": None},
@@ -227,20 +231,15 @@ def attempt_insert(attempt: Attempt, worker_id: uuid.UUID | None) -> Any:
 
 
 async def statuses_of(
-    conn: AsyncConnection, job_ids: Iterable[uuid.UUID], worker_id: uuid.UUID
-) -> set[uuid.UUID]:
-    """Of these jobs, the ones this worker no longer holds as running."""
-    ids = list(job_ids)
-    if not ids:
-        return set()
-    held = await conn.scalars(
-        select(notify_jobs.c.id).where(
-            notify_jobs.c.id.in_(ids),
-            notify_jobs.c.status == JobStatus.RUNNING.value,
-            notify_jobs.c.worker_id == worker_id,
+    conn: AsyncConnection, job_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, JobStatus]:
+    """The current status of each of these jobs that still exists."""
+    rows = await conn.execute(
+        select(notify_jobs.c.id, notify_jobs.c.status).where(
+            notify_jobs.c.id.in_(list(job_ids))
         )
     )
-    return set(ids) - set(held)
+    return {row.id: JobStatus.parse(row.status) for row in rows}
 
 
 async def jobs_held_by(conn: AsyncConnection, worker_id: uuid.UUID) -> set[uuid.UUID]:
@@ -252,13 +251,3 @@ async def jobs_held_by(conn: AsyncConnection, worker_id: uuid.UUID) -> set[uuid.
         )
     )
     return set(held)
-
-
-async def pending_ids(conn: AsyncConnection, limit: int) -> list[uuid.UUID]:
-    rows = await conn.scalars(
-        select(notify_jobs.c.id)
-        .where(notify_jobs.c.status == JobStatus.PENDING.value)
-        .order_by(notify_jobs.c.run_at)
-        .limit(limit)
-    )
-    return list(rows)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from sqlalchemy import (
     ColumnElement,
@@ -153,24 +152,9 @@ async def rescue_jobs(
         .returning(*job_columns())
     )
     jobs = [Job.from_row(row) for row in await conn.execute(query)]
-    now = datetime.now(UTC)
     for row in lost:
-        attempt = Attempt(
-            job_id=row.id,
-            number=row.attempts,
-            started_at=row.updated_at,
-            finished_at=now,
-            duration_ms=max(0, int((now - row.updated_at).total_seconds() * 1000)),
-            response_status=None,
-            error=SERVER_RESTARTED,
-            response_excerpt=None,
+        attempt = Attempt.unanswered(
+            row.id, row.attempts, row.updated_at, SERVER_RESTARTED
         )
         await conn.execute(attempt_insert(attempt, row.worker_id))
     return jobs
-
-
-async def job_counts(conn: AsyncConnection) -> dict[str, int]:
-    rows = await conn.execute(
-        select(notify_jobs.c.status, func.count()).group_by(notify_jobs.c.status)
-    )
-    return {row[0]: row[1] for row in rows}

@@ -198,10 +198,9 @@ def header_error(name: str, message: str) -> JSONResponse:
 async def _insert_job(
     request: Request, owner: service.User, new: service.NewJob
 ) -> service.Job:
-    engine = runtime_of(request).engine
-    assert engine is not None
     # One INSERT, committed when it returns: no BEGIN and COMMIT round trips.
-    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    autocommit = runtime_of(request).autocommit_engine
+    assert autocommit is not None
     async with autocommit.connect() as conn:
         return await service.create_job(
             conn,
